@@ -1,0 +1,1 @@
+//! ec1-engine-qemu

@@ -1,0 +1,97 @@
+//! The engine boundary.
+//!
+//! Everything above this crate (the Firecracker API, the CLI, `ec1 run`) describes a
+//! machine with a [`VmSpec`] and drives it through the [`Engine`] trait. Nothing above
+//! it knows whether QEMU, Apple's Virtualization.framework or a native rust-vmm VMM
+//! runs the guest. The trait is deliberately small: one method per lifecycle step.
+
+mod accel;
+mod error;
+mod event;
+mod spec;
+
+pub use accel::{detect_accel, probe_at, Accel, AccelChoice, HostProbe};
+pub use error::EngineError;
+pub use event::{EngineEvent, EventSink, ExitReason};
+pub use spec::{
+    CacheType, DriveSpec, DriveUpdate, MemoryBacking, RateLimit, SerialOut, SnapshotSource,
+    SnapshotTarget, TokenBucket, VmSpec,
+};
+
+use std::time::Duration;
+
+/// What an engine can do beyond boot/pause/resume/stop. The API layer uses it to answer
+/// a clear 400 instead of pretending that a feature exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `snapshot`/`restore` are implemented.
+    pub snapshots: bool,
+    /// Drives can be swapped or re-limited on a running guest.
+    pub drive_hot_update: bool,
+    /// Ctrl-Alt-Del can be delivered to the guest's keyboard controller.
+    pub ctrl_alt_del: bool,
+}
+
+/// A VM engine: one instance runs at most one guest.
+///
+/// Methods take `&self` so that one thread may block in [`Engine::wait`] while another
+/// pauses or stops the guest; implementations synchronise internally.
+pub trait Engine: Send + Sync {
+    /// A short name for logs and `--timings`, e.g. `qemu-tcg`.
+    fn name(&self) -> &str;
+
+    /// What this engine supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Creates the machine described by `spec` and starts its vCPUs. Returns once the
+    /// guest runs. `events` receives [`EngineEvent`]s from then on (boot signal, exit).
+    fn start(&self, spec: &VmSpec, events: EventSink) -> Result<(), EngineError>;
+
+    /// Stops the guest's vCPUs; its clock stops and it emits nothing until resumed.
+    fn pause(&self) -> Result<(), EngineError>;
+
+    /// Resumes a paused guest.
+    fn resume(&self) -> Result<(), EngineError>;
+
+    /// Presses Ctrl-Alt-Del on the guest's keyboard.
+    fn send_ctrl_alt_del(&self) -> Result<(), EngineError>;
+
+    /// Ends the guest at once and releases every host resource it held. Idempotent.
+    fn stop(&self) -> Result<(), EngineError>;
+
+    /// Blocks until the guest has ended (`Some`) or `timeout` passed (`None`).
+    /// `None` as timeout waits for ever.
+    fn wait(&self, timeout: Option<Duration>) -> Result<Option<ExitReason>, EngineError>;
+
+    /// Saves a paused guest to `target`.
+    fn snapshot(&self, target: &SnapshotTarget) -> Result<(), EngineError> {
+        let _ = target;
+        Err(EngineError::Unsupported {
+            engine: self.name().to_string(),
+            what: "snapshots".into(),
+        })
+    }
+
+    /// Starts a guest from a snapshot instead of booting `spec`'s kernel.
+    fn restore(
+        &self,
+        spec: &VmSpec,
+        source: &SnapshotSource,
+        events: EventSink,
+    ) -> Result<(), EngineError> {
+        let _ = (spec, source, events);
+        Err(EngineError::Unsupported {
+            engine: self.name().to_string(),
+            what: "snapshot restore".into(),
+        })
+    }
+
+    /// Changes a drive of a running guest (media change, rate limiter).
+    fn update_drive(&self, update: &DriveUpdate) -> Result<(), EngineError> {
+        let _ = update;
+        Err(EngineError::Unsupported {
+            engine: self.name().to_string(),
+            what: "drive updates on a running guest".into(),
+        })
+    }
+}

@@ -1,0 +1,123 @@
+use std::path::PathBuf;
+
+/// A machine to run, in engine-neutral terms. The API layer builds it from
+/// Firecracker's configuration; engines translate it into their own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmSpec {
+    /// The instance id (`--id`), used for process names and logs.
+    pub id: String,
+    /// Uncompressed ELF `vmlinux` (PVH) or bzImage.
+    pub kernel: PathBuf,
+    /// One initrd; the layer above concatenates archives (e.g. the injected agent).
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line, complete (the engine may append only what its own
+    /// devices need, such as `virtio_mmio.device=` entries).
+    pub cmdline: String,
+    /// vCPUs, 1..=32.
+    pub vcpus: u8,
+    /// Two threads per core (`smt`), only with an even vCPU count.
+    pub smt: bool,
+    /// Guest RAM in MiB.
+    pub mem_mib: u32,
+    /// Block devices, in the order the guest sees them (root device first).
+    pub drives: Vec<DriveSpec>,
+    /// Where the guest's serial console goes.
+    pub serial: SerialOut,
+    /// Unix socket path for the host↔agent channel; `None` adds no channel.
+    /// The engine creates the socket (listening); the host connects to it.
+    pub agent_socket: Option<PathBuf>,
+    /// How guest RAM is backed.
+    pub memory: MemoryBacking,
+    /// A private directory the engine may use for its sockets and scratch files;
+    /// the caller creates it and removes it after [`crate::Engine::stop`].
+    pub run_dir: PathBuf,
+}
+
+/// Where the guest's serial console (ttyS0) goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SerialOut {
+    /// ec1's own stdout (and stdin into the guest), as Firecracker does by default.
+    Stdio,
+    /// Output only, appended to a file or written to a FIFO.
+    File(PathBuf),
+    /// Discarded.
+    Null,
+}
+
+/// How guest RAM is backed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryBacking {
+    /// Private anonymous memory.
+    Anonymous,
+    /// A file mapped shared (writes reach the file; a template source) or private
+    /// (copy-on-write; a clone).
+    File { path: PathBuf, shared: bool },
+}
+
+/// Host cache behaviour of a drive, in Firecracker's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheType {
+    /// Flushes from the guest are ignored.
+    #[default]
+    Unsafe,
+    /// Flushes from the guest reach the host file.
+    Writeback,
+}
+
+/// A token bucket as Firecracker defines it: `size` tokens, refilled over
+/// `refill_time_ms`, plus a one-time initial burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBucket {
+    pub size: u64,
+    pub one_time_burst: u64,
+    pub refill_time_ms: u64,
+}
+
+/// A rate limiter: bytes and operations per refill period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimit {
+    pub bandwidth: Option<TokenBucket>,
+    pub ops: Option<TokenBucket>,
+}
+
+/// A virtio block device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriveSpec {
+    /// Firecracker's `drive_id`.
+    pub id: String,
+    /// Raw image on the host.
+    pub path: PathBuf,
+    pub read_only: bool,
+    pub cache: CacheType,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A change to a drive of a running guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriveUpdate {
+    pub id: String,
+    /// New backing file (media change), if any.
+    pub path: Option<PathBuf>,
+    /// New rate limiter, if any.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Where a snapshot goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTarget {
+    /// Device and vCPU state.
+    pub state_path: PathBuf,
+    /// Guest memory.
+    pub mem_path: PathBuf,
+    /// Only pages dirtied since the last snapshot (Firecracker's `Diff`).
+    pub diff: bool,
+}
+
+/// Where a restore comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSource {
+    pub state_path: PathBuf,
+    pub mem_path: PathBuf,
+    /// Resume the vCPUs once restored.
+    pub resume: bool,
+}
