@@ -1,0 +1,139 @@
+//! Root drive modes: mount the image and make it `/` (switch_root style: the
+//! initramfs cannot be pivoted away), optionally handing PID 1 over to its init.
+
+use super::cmdline::BootConfig;
+use super::mounts::mount;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const NEW_ROOT: &str = "/newroot";
+
+/// Filesystem types to try when none is given: what the kernel has, block-backed only.
+fn candidate_types(proc_filesystems: &str) -> Vec<String> {
+    proc_filesystems
+        .lines()
+        .filter(|l| !l.starts_with("nodev"))
+        .map(|l| l.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Mounts the root drive on `/newroot`, moves the API filesystems into it and makes it
+/// the root of this process. The image is not written to (read-only unless `rw`).
+pub fn switch_to_root_drive(c: &BootConfig, move_tmp: bool) -> io::Result<()> {
+    let dev = c.root.as_deref().expect("root mode has a device");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Path::new(dev).exists() {
+        if Instant::now() > deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("root device {dev} did not appear within 10 s"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::create_dir_all(NEW_ROOT);
+    let flags = if c.read_only { libc::MS_RDONLY } else { 0 };
+    let types = match &c.rootfstype {
+        Some(t) => vec![t.clone()],
+        None => candidate_types(&std::fs::read_to_string("/proc/filesystems").unwrap_or_default()),
+    };
+    let mut last = io::Error::new(
+        io::ErrorKind::NotFound,
+        "no block filesystem type in the kernel",
+    );
+    let mut mounted = false;
+    for t in &types {
+        match mount(
+            dev,
+            Path::new(NEW_ROOT),
+            Some(t),
+            flags,
+            c.rootflags.as_deref(),
+        ) {
+            Ok(()) => {
+                mounted = true;
+                crate::debug!("mounted {dev} as {t}");
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    if !mounted {
+        return Err(last);
+    }
+    let mut moves = vec!["/dev", "/proc", "/sys", "/run"];
+    if move_tmp {
+        moves.push("/tmp");
+    }
+    for m in moves {
+        let target = Path::new(NEW_ROOT).join(&m[1..]);
+        if !target.is_dir() {
+            // Creating it would change the image: do without.
+            crate::warn!("{} has no {m}; leaving it unmounted there", dev);
+            continue;
+        }
+        if let Err(e) = mount(m, &target, None, libc::MS_MOVE, None) {
+            crate::warn!("{e}");
+        }
+    }
+    std::env::set_current_dir(NEW_ROOT)?;
+    mount(".", Path::new("/"), None, libc::MS_MOVE, None)?;
+    let dot = CString::new(".").unwrap();
+    // SAFETY: a valid C string; chroot only changes this process's root.
+    crate::sys::cvt(unsafe { libc::chroot(dot.as_ptr()) })?;
+    std::env::set_current_dir("/")?;
+    Ok(())
+}
+
+/// Checks that `init` can be executed, before anything irrevocable.
+pub fn check_init(init: &str) -> io::Result<()> {
+    let c = CString::new(Path::new(init).as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid C string; access only inspects the file.
+    crate::sys::cvt(unsafe { libc::access(c.as_ptr(), libc::X_OK) })
+        .map(|_| ())
+        .map_err(|e| io::Error::new(e.kind(), format!("init {init}: {e}")))
+}
+
+/// Forks: the child returns (and becomes the agent); this process (PID 1) executes
+/// `init` and never returns. Call before any thread exists.
+pub fn hand_off(init: &str) -> io::Result<()> {
+    // SAFETY: the process is single-threaded here, so the child may run arbitrary code.
+    let pid = crate::sys::cvt(unsafe { libc::fork() })?;
+    if pid == 0 {
+        // The agent: its own session, out of the way of the init's job control.
+        // SAFETY: setsid has no memory effects.
+        unsafe { libc::setsid() };
+        return Ok(());
+    }
+    let c = CString::new(init).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let argv = [c.as_ptr(), std::ptr::null()];
+    // SAFETY: argv is a NULL-terminated array of valid C strings; on success execv
+    // does not return. The environment is the kernel's, as for any init.
+    unsafe { libc::execv(c.as_ptr(), argv.as_ptr()) };
+    let e = io::Error::last_os_error();
+    crate::warn!("cannot execute {init}: {e}; rebooting");
+    super::power::shutdown();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_block_filesystems_are_tried() {
+        let pf = "nodev\tsysfs\nnodev\ttmpfs\n\text4\n\text2\nnodev\tproc\n\tvfat\n";
+        assert_eq!(candidate_types(pf), vec!["ext4", "ext2", "vfat"]);
+    }
+
+    #[test]
+    fn init_must_be_executable() {
+        assert!(check_init("/bin/sh").is_ok());
+        let e = check_init("/nonexistent/init").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/init"));
+    }
+}

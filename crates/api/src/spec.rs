@@ -1,0 +1,232 @@
+//! Translation of the Firecracker configuration ([`VmResources`]) into the engine-neutral
+//! [`VmSpec`], following what Firecracker's `builder.rs` puts on the kernel command line.
+
+use std::path::{Path, PathBuf};
+
+use ec1_engine::{CacheType, DriveSpec, MemoryBacking, SerialOut, VmSpec};
+
+use crate::models;
+use crate::resources::VmResources;
+use crate::validation::CMDLINE_MAX_SIZE;
+
+/// Firecracker's `DEFAULT_KERNEL_CMDLINE` (`src/vmm/src/vmm_config/boot_source.rs`), used
+/// when `boot_args` is absent. Note that it disables the serial console
+/// (`8250.nr_uarts=0`), as Firecracker's does.
+pub const DEFAULT_KERNEL_CMDLINE: &str = "reboot=k panic=1 nomodule 8250.nr_uarts=0 \
+     i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce";
+
+/// Why the configuration cannot be turned into a machine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("Cannot start microvm without kernel configuration.")]
+    MissingKernel,
+    #[error("The kernel command line is invalid: with the arguments ec1 appends it is {len} bytes long, the limit is {} bytes.", CMDLINE_MAX_SIZE - 1)]
+    CmdlineTooLong { len: usize },
+    #[error("The memory size ({0} MiB) does not fit in 32 bits.")]
+    MemoryTooLarge(usize),
+}
+
+/// Builds the kernel command line as Firecracker does: the user's (or the default)
+/// arguments, then `root=/dev/vda` or `root=PARTUUID=...` with `ro`/`rw` for the root
+/// drive, then `pci=off` because the guest gets no PCI bus.
+pub fn kernel_cmdline(res: &VmResources) -> Result<String, SpecError> {
+    let boot = res.boot_source.as_ref().ok_or(SpecError::MissingKernel)?;
+    let mut cmdline = boot
+        .boot_args
+        .clone()
+        .unwrap_or_else(|| DEFAULT_KERNEL_CMDLINE.to_string());
+    if let Some(root) = res.drives.first().filter(|d| d.is_root_device) {
+        match &root.partuuid {
+            Some(uuid) => cmdline.push_str(&format!(" root=PARTUUID={uuid}")),
+            None => cmdline.push_str(" root=/dev/vda"),
+        }
+        cmdline.push_str(if root.is_read_only.unwrap_or(false) {
+            " ro"
+        } else {
+            " rw"
+        });
+    }
+    cmdline.push_str(" pci=off");
+    let cmdline = cmdline.trim_start().to_string();
+    if cmdline.len() >= CMDLINE_MAX_SIZE {
+        return Err(SpecError::CmdlineTooLong { len: cmdline.len() });
+    }
+    Ok(cmdline)
+}
+
+/// The engine's view of a configured drive.
+pub fn drive_spec(d: &models::BlockDeviceConfig) -> DriveSpec {
+    DriveSpec {
+        id: d.drive_id.clone(),
+        path: PathBuf::from(d.path_on_host.clone().unwrap_or_default()),
+        read_only: d.is_read_only.unwrap_or(false),
+        cache: match d.cache_type {
+            models::CacheType::Unsafe => CacheType::Unsafe,
+            models::CacheType::Writeback => CacheType::Writeback,
+        },
+        rate_limit: d.rate_limiter.and_then(|r| r.to_engine()),
+    }
+}
+
+/// Translates the pre-boot configuration into a [`VmSpec`].
+pub fn build_vm_spec(res: &VmResources, id: &str, run_dir: &Path) -> Result<VmSpec, SpecError> {
+    let boot = res.boot_source.as_ref().ok_or(SpecError::MissingKernel)?;
+    let cmdline = kernel_cmdline(res)?;
+    let mc = &res.machine_config;
+    let mem_mib =
+        u32::try_from(mc.mem_size_mib).map_err(|_| SpecError::MemoryTooLarge(mc.mem_size_mib))?;
+    let serial = match res.serial.as_ref().and_then(|s| s.serial_out_path.clone()) {
+        Some(p) => SerialOut::File(p),
+        None => SerialOut::Stdio,
+    };
+    Ok(VmSpec {
+        id: id.to_string(),
+        kernel: PathBuf::from(&boot.kernel_image_path),
+        initrd: boot.initrd_path.as_ref().map(PathBuf::from),
+        cmdline,
+        vcpus: mc.vcpu_count,
+        smt: mc.smt,
+        mem_mib,
+        drives: res.drives.iter().map(drive_spec).collect(),
+        serial,
+        agent_socket: None,
+        memory: MemoryBacking::Anonymous,
+        run_dir: run_dir.to_path_buf(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{BlockDeviceConfig, BootSourceConfig, RateLimiterConfig, SerialConfig};
+
+    fn res(boot_args: Option<&str>) -> VmResources {
+        VmResources {
+            boot_source: Some(BootSourceConfig {
+                kernel_image_path: "/k/vmlinux".into(),
+                initrd_path: Some("/k/initrd".into()),
+                boot_args: boot_args.map(String::from),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn drive(id: &str, root: bool, ro: bool, partuuid: Option<&str>) -> BlockDeviceConfig {
+        BlockDeviceConfig {
+            drive_id: id.into(),
+            partuuid: partuuid.map(String::from),
+            is_root_device: root,
+            cache_type: crate::models::CacheType::Writeback,
+            is_read_only: Some(ro),
+            path_on_host: Some(format!("/img/{id}")),
+            rate_limiter: None,
+            io_engine: None,
+            socket: None,
+        }
+    }
+
+    #[test]
+    fn default_cmdline_is_firecrackers() {
+        let r = res(None);
+        assert_eq!(
+            kernel_cmdline(&r).unwrap(),
+            "reboot=k panic=1 nomodule 8250.nr_uarts=0 i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce pci=off"
+        );
+    }
+
+    #[test]
+    fn root_device_arguments_are_appended() {
+        let mut r = res(Some("console=ttyS0"));
+        r.drives = vec![
+            drive("rootfs", true, true, None),
+            drive("data", false, false, None),
+        ];
+        assert_eq!(
+            kernel_cmdline(&r).unwrap(),
+            "console=ttyS0 root=/dev/vda ro pci=off"
+        );
+        r.drives[0] = drive("rootfs", true, false, Some("0eaa91a0-01"));
+        assert_eq!(
+            kernel_cmdline(&r).unwrap(),
+            "console=ttyS0 root=PARTUUID=0eaa91a0-01 rw pci=off"
+        );
+        // A non-root first drive adds nothing.
+        r.drives = vec![drive("data", false, false, None)];
+        assert_eq!(kernel_cmdline(&r).unwrap(), "console=ttyS0 pci=off");
+        r.boot_source.as_mut().unwrap().boot_args = Some(String::new());
+        assert_eq!(kernel_cmdline(&r).unwrap(), "pci=off");
+    }
+
+    #[test]
+    fn spec_carries_machine_drives_and_serial() {
+        let mut r = res(Some("console=ttyS0"));
+        r.machine_config.vcpu_count = 2;
+        r.machine_config.smt = true;
+        r.machine_config.mem_size_mib = 512;
+        let mut data = drive("data", false, false, None);
+        data.rate_limiter = Some(RateLimiterConfig {
+            bandwidth: Some(crate::models::TokenBucketConfig {
+                size: 100,
+                one_time_burst: None,
+                refill_time: 10,
+            }),
+            ops: None,
+        });
+        r.drives = vec![drive("rootfs", true, true, None), data];
+        let s = build_vm_spec(&r, "vm1", Path::new("/run/x")).unwrap();
+        assert_eq!(s.id, "vm1");
+        assert_eq!(s.kernel, PathBuf::from("/k/vmlinux"));
+        assert_eq!(s.initrd, Some(PathBuf::from("/k/initrd")));
+        assert_eq!((s.vcpus, s.smt, s.mem_mib), (2, true, 512));
+        assert_eq!(s.drives.len(), 2);
+        assert_eq!(s.drives[0].id, "rootfs");
+        assert!(s.drives[0].read_only);
+        assert_eq!(s.drives[0].cache, CacheType::Writeback);
+        assert_eq!(s.drives[1].path, PathBuf::from("/img/data"));
+        assert_eq!(
+            s.drives[1]
+                .rate_limit
+                .unwrap()
+                .bandwidth
+                .unwrap()
+                .refill_time_ms,
+            10
+        );
+        assert_eq!(s.serial, SerialOut::Stdio);
+        assert_eq!(s.memory, MemoryBacking::Anonymous);
+        assert_eq!(s.run_dir, PathBuf::from("/run/x"));
+        assert_eq!(s.agent_socket, None);
+
+        r.serial = Some(SerialConfig {
+            serial_out_path: Some("/tmp/serial.out".into()),
+            rate_limiter: None,
+        });
+        let s = build_vm_spec(&r, "vm1", Path::new("/run/x")).unwrap();
+        assert_eq!(s.serial, SerialOut::File("/tmp/serial.out".into()));
+    }
+
+    #[test]
+    fn errors() {
+        let r = VmResources::default();
+        assert_eq!(
+            build_vm_spec(&r, "x", Path::new("/")).unwrap_err(),
+            SpecError::MissingKernel
+        );
+        assert_eq!(
+            SpecError::MissingKernel.to_string(),
+            "Cannot start microvm without kernel configuration."
+        );
+        let mut r = res(Some(&"a".repeat(2040)));
+        r.drives = vec![drive("rootfs", true, true, None)];
+        assert!(matches!(
+            build_vm_spec(&r, "x", Path::new("/")),
+            Err(SpecError::CmdlineTooLong { .. })
+        ));
+        let mut r = res(None);
+        r.machine_config.mem_size_mib = 1 << 33;
+        assert!(matches!(
+            build_vm_spec(&r, "x", Path::new("/")),
+            Err(SpecError::MemoryTooLarge(_))
+        ));
+    }
+}

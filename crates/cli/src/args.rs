@@ -1,0 +1,293 @@
+//! The command line. Without a subcommand `ec1` is Firecracker: the same flags, with
+//! the same defaults, so existing tooling starts it unchanged.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Firecracker's default API socket path.
+pub const DEFAULT_API_SOCK: &str = "/run/firecracker.socket";
+/// Firecracker's default instance id.
+pub const DEFAULT_INSTANCE_ID: &str = "anonymous-instance";
+/// Firecracker's default limit on an API request body.
+pub const DEFAULT_MAX_PAYLOAD: usize = 51200;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ec1",
+    about = "Firecracker's API, anywhere: microVMs on QEMU with commands in the guest and no SSH",
+    args_conflicts_with_subcommands = true,
+    disable_version_flag = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub vmm: FirecrackerArgs,
+}
+
+/// Firecracker's own flags (`firecracker --help`), plus `--engine`.
+#[derive(Debug, Args, Clone, PartialEq)]
+pub struct FirecrackerArgs {
+    /// Path to unix domain socket used by the API.
+    #[arg(long, default_value = DEFAULT_API_SOCK)]
+    pub api_sock: PathBuf,
+    /// MicroVM unique identifier.
+    #[arg(long, default_value = DEFAULT_INSTANCE_ID)]
+    pub id: String,
+    /// Path to a file that contains the microVM configuration in JSON format.
+    #[arg(long)]
+    pub config_file: Option<PathBuf>,
+    /// Optional parameter which allows starting and using a microVM without an active API socket.
+    #[arg(long)]
+    pub no_api: bool,
+    /// Whether or not to load boot timer device for logging elapsed time since InstanceStart command.
+    #[arg(long)]
+    pub boot_timer: bool,
+    /// Path to a fifo or a file used for configuring the logger on startup.
+    #[arg(long)]
+    pub log_path: Option<PathBuf>,
+    /// Set the logger level.
+    #[arg(long)]
+    pub level: Option<String>,
+    /// Set the logger module filter.
+    #[arg(long)]
+    pub module: Option<String>,
+    /// Whether or not to output the level in the logs.
+    #[arg(long)]
+    pub show_level: bool,
+    /// Whether or not to include the file path and line number of the log's origin.
+    #[arg(long)]
+    pub show_log_origin: bool,
+    /// Path to a fifo or a file used for configuring the metrics on startup.
+    #[arg(long)]
+    pub metrics_path: Option<PathBuf>,
+    /// Http API request payload max size, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_PAYLOAD)]
+    pub http_api_max_payload_size: usize,
+    /// Mmds data store limit, in bytes.
+    #[arg(long)]
+    pub mmds_size_limit: Option<usize>,
+    /// Print the data format version of the provided snapshot state file.
+    #[arg(long)]
+    pub describe_snapshot: Option<PathBuf>,
+    /// Disables seccomp filtering (ec1 installs none: accepted for compatibility).
+    #[arg(long)]
+    pub no_seccomp: bool,
+    /// Optional parameter which allows specifying the path to a custom seccomp filter (accepted, unused).
+    #[arg(long)]
+    pub seccomp_filter: Option<PathBuf>,
+    /// Process start time (wall clock, microseconds).
+    #[arg(long)]
+    pub start_time_us: Option<u64>,
+    /// Process start CPU time (wall clock, microseconds).
+    #[arg(long)]
+    pub start_time_cpu_us: Option<u64>,
+    /// Parent process CPU time (wall clock, microseconds).
+    #[arg(long)]
+    pub parent_cpu_time_us: Option<u64>,
+    /// Enables PCI support (accepted; the microvm engine uses virtio-mmio).
+    #[arg(long)]
+    pub enable_pci: bool,
+    /// Print the binary version number.
+    #[arg(long)]
+    pub version: bool,
+    /// Path to a file that contains metadata in JSON format to add to the mmds.
+    #[arg(long)]
+    pub metadata: Option<PathBuf>,
+    /// ec1: inject ec1's agent as the guest's /init, so that `ec1 exec --api-sock` can
+    /// run commands in it (the agent socket is `<api-sock>.agent`).
+    #[arg(long)]
+    pub inject_agent: bool,
+    /// ec1: which engine runs the guest.
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    pub engine: EngineArg,
+}
+
+/// `--engine`: QEMU with KVM, QEMU with TCG software emulation, or whichever fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// QEMU with KVM where the host has usable hardware virtualization, else TCG.
+    Auto,
+    QemuKvm,
+    QemuTcg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a fresh microVM, run a command in it, and exit with its status.
+    Run(RunArgs),
+    /// The default guest kernel ec1 boots.
+    Kernel {
+        #[command(subcommand)]
+        action: KernelAction,
+    },
+}
+
+/// `ec1 run`: what to boot and what to run.
+#[derive(Debug, Args, Clone, PartialEq)]
+pub struct RunArgs {
+    /// Guest kernel (default: the kernel `ec1 kernel build` made).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Your own initrd; ec1's agent is appended to it.
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// A raw disk image with a root filesystem, for `--mode rootfs|handoff`.
+    #[arg(long)]
+    pub rootfs: Option<PathBuf>,
+    /// Attach the root image read-only.
+    #[arg(long)]
+    pub rootfs_ro: bool,
+    /// Where the command runs (default: rootfs when --rootfs is given, else initramfs).
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=32))]
+    pub vcpus: u8,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..))]
+    pub mem: u32,
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    pub engine: EngineArg,
+    /// Print the boot and command timings to stderr.
+    #[arg(long)]
+    pub timings: bool,
+    /// Kill the command (and its process group) after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Environment variables for the command (KEY=VALUE).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory of the command in the guest.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Extra kernel command-line arguments.
+    #[arg(long = "boot-arg", value_name = "ARG")]
+    pub boot_args: Vec<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+/// `--mode` of `ec1 run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Initramfs,
+    Rootfs,
+    Handoff,
+}
+
+#[derive(Debug, Subcommand, Clone, Copy, PartialEq, Eq)]
+pub enum KernelAction {
+    /// Build the default kernel if it is not cached; prints its path last.
+    Build,
+    /// Print the default kernel's path, or fail saying how to build it.
+    Path,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("ec1").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_match_firecracker() {
+        let c = parse(&[]);
+        assert!(c.command.is_none());
+        assert_eq!(c.vmm.api_sock, PathBuf::from("/run/firecracker.socket"));
+        assert_eq!(c.vmm.id, "anonymous-instance");
+        assert_eq!(c.vmm.http_api_max_payload_size, 51200);
+        assert_eq!(c.vmm.engine, EngineArg::Auto);
+        assert!(!c.vmm.no_api && !c.vmm.boot_timer);
+    }
+
+    #[test]
+    fn every_firecracker_flag_is_accepted() {
+        let c = parse(&[
+            "--api-sock", "/tmp/a.sock", "--id", "vm_1", "--config-file", "vm.json",
+            "--no-api", "--boot-timer", "--log-path", "log", "--level", "Debug",
+            "--module", "vmm", "--show-level", "--show-log-origin", "--metrics-path", "m",
+            "--http-api-max-payload-size", "1000", "--mmds-size-limit", "2000",
+            "--no-seccomp", "--seccomp-filter", "f.bpf", "--start-time-us", "1",
+            "--start-time-cpu-us", "2", "--parent-cpu-time-us", "3", "--enable-pci",
+            "--engine", "qemu-tcg",
+        ]);
+        let v = c.vmm;
+        assert_eq!(v.api_sock, PathBuf::from("/tmp/a.sock"));
+        assert_eq!(v.id, "vm_1");
+        assert_eq!(v.config_file, Some(PathBuf::from("vm.json")));
+        assert!(v.no_api && v.boot_timer && v.show_level && v.show_log_origin);
+        assert_eq!(v.level.as_deref(), Some("Debug"));
+        assert_eq!(v.module.as_deref(), Some("vmm"));
+        assert_eq!(v.http_api_max_payload_size, 1000);
+        assert_eq!(v.mmds_size_limit, Some(2000));
+        assert!(v.no_seccomp && v.enable_pci);
+        assert_eq!(v.seccomp_filter, Some(PathBuf::from("f.bpf")));
+        assert_eq!(
+            (v.start_time_us, v.start_time_cpu_us, v.parent_cpu_time_us),
+            (Some(1), Some(2), Some(3))
+        );
+        assert_eq!(v.engine, EngineArg::QemuTcg);
+    }
+
+    #[test]
+    fn version_and_describe_snapshot() {
+        assert!(parse(&["--version"]).vmm.version);
+        assert_eq!(
+            parse(&["--describe-snapshot", "s"]).vmm.describe_snapshot,
+            Some(PathBuf::from("s"))
+        );
+    }
+
+    #[test]
+    fn kernel_subcommands() {
+        assert!(matches!(
+            parse(&["kernel", "build"]).command,
+            Some(Command::Kernel { action: KernelAction::Build })
+        ));
+        assert!(matches!(
+            parse(&["kernel", "path"]).command,
+            Some(Command::Kernel { action: KernelAction::Path })
+        ));
+    }
+
+    #[test]
+    fn run_arguments() {
+        let c = parse(&["run", "--vcpus", "2", "--mem", "512", "--timings", "-e", "A=b", "--", "sh", "-c", "exit 3"]);
+        let Some(Command::Run(r)) = c.command else { panic!("not run") };
+        assert_eq!((r.vcpus, r.mem, r.timings), (2, 512, true));
+        assert_eq!(r.env, vec!["A=b".to_string()]);
+        assert_eq!(r.command, vec!["sh", "-c", "exit 3"]);
+        assert_eq!(r.mode, None);
+        assert!(Cli::try_parse_from(["ec1", "run"]).is_err(), "a command is required");
+        assert!(Cli::try_parse_from(["ec1", "run", "--vcpus", "0", "--", "true"]).is_err());
+        assert!(Cli::try_parse_from(["ec1", "run", "--vcpus", "33", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn bad_flags_are_rejected() {
+        for bad in [
+            &["--engine", "xen"][..],
+            &["--http-api-max-payload-size", "-1"],
+            &["--no-such-flag"],
+            &["--no-api", "kernel", "path"],
+        ] {
+            assert!(
+                Cli::try_parse_from(std::iter::once("ec1").chain(bad.iter().copied())).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}
+
+impl From<EngineArg> for ec1_engine::AccelChoice {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Auto => ec1_engine::AccelChoice::Auto,
+            EngineArg::QemuKvm => ec1_engine::AccelChoice::Kvm,
+            EngineArg::QemuTcg => ec1_engine::AccelChoice::Tcg,
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! ec1's command line: Firecracker's flags for the VMM mode, plus ec1's own
+//! subcommands (`kernel`, `run`, `exec`, `cp`, ...).
+
+mod args;
+mod kernel_cmd;
+mod run_cmd;
+mod stdio;
+mod vmm_cmd;
+
+pub use args::{Cli, Command, EngineArg, FirecrackerArgs, KernelAction, ModeArg, RunArgs};
+
+use clap::Parser;
+
+/// Parses the process arguments, runs the command and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help/version to stdout with status 0, usage errors to stderr.
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    dispatch(cli)
+}
+
+fn dispatch(cli: Cli) -> i32 {
+    match cli.command {
+        Some(Command::Kernel { action }) => kernel_cmd::run(action),
+        Some(Command::Run(args)) => run_cmd::run(&args),
+        None => vmm_cmd::run(&cli.vmm),
+    }
+}

@@ -1,0 +1,113 @@
+//! `ec1 run`: boot a fresh microVM, run one command, exit with its status.
+
+use crate::args::{ModeArg, RunArgs};
+use crate::stdio;
+use ec1_client::Command;
+use ec1_sandbox::{RootMode, Sandbox, SandboxOptions};
+use std::time::{Duration, Instant};
+
+pub fn run(args: &RunArgs) -> i32 {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ec1 run: {e}");
+            // Like `env`/`timeout`: 125 when ec1 itself failed, not the command.
+            125
+        }
+    }
+}
+
+/// The sandbox for `args`.
+pub(crate) fn sandbox_options(args: &RunArgs) -> SandboxOptions {
+    let mode = match (args.mode, &args.rootfs) {
+        (Some(ModeArg::Initramfs), _) | (None, None) => RootMode::Initramfs,
+        (Some(ModeArg::Rootfs), _) | (None, Some(_)) => RootMode::Rootfs,
+        (Some(ModeArg::Handoff), _) => RootMode::Handoff,
+    };
+    SandboxOptions {
+        kernel: args.kernel.clone(),
+        initrd: args.initrd.clone(),
+        rootfs: args.rootfs.clone(),
+        rootfs_read_only: args.rootfs_ro,
+        mode,
+        vcpus: args.vcpus,
+        mem_mib: args.mem,
+        engine: args.engine.into(),
+        extra_boot_args: args.boot_args.clone(),
+        ..SandboxOptions::default()
+    }
+}
+
+/// The guest command for `args`.
+pub(crate) fn command(args: &RunArgs) -> Result<Command, String> {
+    let (program, rest) = args.command.split_first().ok_or("no command given")?;
+    let mut cmd = Command::new(program).args(rest).stdin(true);
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--env {kv:?} is not KEY=VALUE"))?;
+        cmd = cmd.env(k, v);
+    }
+    if let Some(dir) = &args.workdir {
+        cmd = cmd.cwd(dir);
+    }
+    if let Some(secs) = args.timeout {
+        cmd = cmd.timeout(Duration::from_secs(secs));
+    }
+    Ok(cmd)
+}
+
+fn run_inner(args: &RunArgs) -> Result<i32, Box<dyn std::error::Error>> {
+    let cmd = command(args)?;
+    let sandbox = Sandbox::boot(&sandbox_options(args))?;
+    let t = Instant::now();
+    let process = sandbox.client().spawn(&cmd)?;
+    let status = stdio::stream(process)?;
+    let command_time = t.elapsed();
+    let boot = *sandbox.timings();
+    let teardown = sandbox.shutdown()?;
+    if args.timings {
+        eprintln!("ec1 timings: {boot}");
+        eprintln!(
+            "ec1 timings: command {:.1} ms, teardown {:.1} ms, total {:.1} ms",
+            command_time.as_secs_f64() * 1e3,
+            teardown.as_secs_f64() * 1e3,
+            (boot.total + command_time + teardown).as_secs_f64() * 1e3
+        );
+    }
+    Ok(stdio::exit_code(&status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(a: &[&str]) -> RunArgs {
+        match crate::Cli::parse_from(a).command {
+            Some(crate::Command::Run(r)) => r,
+            _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn mode_follows_rootfs_unless_given() {
+        let o = sandbox_options(&args(&["ec1", "run", "--", "true"]));
+        assert_eq!(o.mode, RootMode::Initramfs);
+        let o = sandbox_options(&args(&["ec1", "run", "--rootfs", "x.img", "--", "true"]));
+        assert_eq!(o.mode, RootMode::Rootfs);
+        let o = sandbox_options(&args(&["ec1", "run", "--rootfs", "x", "--mode", "handoff", "--", "true"]));
+        assert_eq!(o.mode, RootMode::Handoff);
+        let o = sandbox_options(&args(&["ec1", "run", "--rootfs", "x", "--mode", "initramfs", "--rootfs-ro", "--", "true"]));
+        assert_eq!(o.mode, RootMode::Initramfs);
+        assert!(o.rootfs_read_only);
+    }
+
+    #[test]
+    fn command_carries_env_cwd_and_timeout() {
+        let c = command(&args(&["ec1", "run", "-e", "A=1", "-w", "/tmp", "--timeout", "5", "--", "ls", "-l"])).unwrap();
+        let r = c.request();
+        assert_eq!(r.argv, vec![b"ls".to_vec(), b"-l".to_vec()]);
+        assert!(command(&args(&["ec1", "run", "-e", "novalue", "--", "ls"])).is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! `ec1` without a subcommand: Firecracker.
+
+use crate::args::FirecrackerArgs;
+use ec1_api::RunOptions;
+use ec1_engine::{AccelChoice, Engine, EngineError, VmSpec};
+use ec1_sandbox::{agent_socket_for, make_engine, InjectAgent};
+use std::sync::Arc;
+
+/// The Firecracker version whose API ec1 serves, for `--version`.
+pub fn version_text() -> String {
+    format!(
+        "ec1 v{} (Firecracker API v{})\n",
+        env!("CARGO_PKG_VERSION"),
+        ec1_api::FIRECRACKER_API_VERSION
+    )
+}
+
+/// Notes for the log about flags that have no effect on this engine.
+pub fn ignored_flag_notes(a: &FirecrackerArgs) -> Vec<String> {
+    let mut notes = Vec::new();
+    if a.no_seccomp || a.seccomp_filter.is_some() {
+        notes.push("--no-seccomp/--seccomp-filter have no effect: ec1 installs no seccomp filter of its own (the engine process is a separate program)".into());
+    }
+    if a.enable_pci {
+        notes.push("--enable-pci has no effect: the QEMU microvm engine uses virtio-mmio".into());
+    }
+    notes
+}
+
+/// Firecracker's flags as `ec1_api` takes them.
+pub fn run_options(a: &FirecrackerArgs) -> RunOptions {
+    let choice: AccelChoice = a.engine.into();
+    let inject = a.inject_agent.then(|| agent_socket_for(&a.api_sock));
+    let factory: ec1_api::EngineFactory = Arc::new(move |_spec: &VmSpec| -> Result<Arc<dyn Engine>, EngineError> {
+        let engine = make_engine(choice)?;
+        Ok(match &inject {
+            Some(socket) => Arc::new(InjectAgent::new(engine, socket.clone())),
+            None => engine,
+        })
+    });
+    let mut o = RunOptions::new("qemu", factory);
+    o.api_sock = (!a.no_api).then(|| a.api_sock.clone());
+    o.config_file = a.config_file.clone();
+    o.id = a.id.clone();
+    o.boot_timer = a.boot_timer;
+    o.http_api_max_payload_size = a.http_api_max_payload_size;
+    o.mmds_size_limit = a.mmds_size_limit.unwrap_or(a.http_api_max_payload_size);
+    o.log_path = a.log_path.clone();
+    o.level = a.level.clone();
+    o.show_level = a.show_level;
+    o.show_log_origin = a.show_log_origin;
+    o.module = a.module.clone();
+    o.metrics_path = a.metrics_path.clone();
+    o.start_time_us = a.start_time_us;
+    o.start_time_cpu_us = a.start_time_cpu_us;
+    o.parent_cpu_time_us = a.parent_cpu_time_us;
+    o.metadata = a.metadata.clone();
+    o.startup_notes = ignored_flag_notes(a);
+    o
+}
+
+pub fn run(a: &FirecrackerArgs) -> i32 {
+    if a.version {
+        print!("{}", version_text());
+        return 0;
+    }
+    if let Some(path) = &a.describe_snapshot {
+        eprintln!(
+            "ec1: cannot describe {}: snapshots are not supported yet by ec1's qemu engine",
+            path.display()
+        );
+        return 1;
+    }
+    match ec1_api::run(run_options(a)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ec1: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn fc(args: &[&str]) -> FirecrackerArgs {
+        crate::Cli::parse_from(std::iter::once("ec1").chain(args.iter().copied())).vmm
+    }
+
+    #[test]
+    fn options_carry_every_flag() {
+        let o = run_options(&fc(&[
+            "--api-sock", "/tmp/x.sock", "--id", "a1", "--boot-timer", "--level", "Debug",
+            "--http-api-max-payload-size", "4096", "--start-time-us", "7", "--no-seccomp",
+        ]));
+        assert_eq!(o.api_sock, Some("/tmp/x.sock".into()));
+        assert_eq!(o.id, "a1");
+        assert!(o.boot_timer);
+        assert_eq!(o.level.as_deref(), Some("Debug"));
+        assert_eq!(o.http_api_max_payload_size, 4096);
+        assert_eq!(o.mmds_size_limit, 4096, "Firecracker defaults the MMDS limit to the payload limit");
+        assert_eq!(o.start_time_us, Some(7));
+        assert_eq!(o.startup_notes.len(), 1);
+        let o = run_options(&fc(&["--no-api", "--config-file", "c.json", "--mmds-size-limit", "9"]));
+        assert_eq!(o.api_sock, None);
+        assert_eq!(o.mmds_size_limit, 9);
+    }
+
+    #[test]
+    fn version_names_the_api() {
+        assert!(version_text().contains("Firecracker API v"));
+        assert_eq!(run(&fc(&["--version"])), 0);
+        assert_eq!(run(&fc(&["--describe-snapshot", "/x"])), 1);
+    }
+
+    #[test]
+    fn notes_for_flags_without_effect() {
+        assert!(ignored_flag_notes(&fc(&[])).is_empty());
+        assert_eq!(ignored_flag_notes(&fc(&["--enable-pci", "--seccomp-filter", "f"])).len(), 2);
+    }
+}

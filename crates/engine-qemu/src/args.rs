@@ -1,0 +1,611 @@
+//! The QEMU command line for a [`VmSpec`]: a pure translation, tested without a VM.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use ec1_engine::{Accel, CacheType, EngineError, MemoryBacking, SerialOut, VmSpec};
+
+use crate::cmdline::{add_kernel_params, sets_param, MAX_CMDLINE};
+use crate::throttle::Throttle;
+use crate::validate::check_spec;
+use crate::BOOT_TIMER_PORT;
+
+/// Where `microvm` maps its virtio-mmio transports, how far apart, and the first one's
+/// IRQ (without ACPI there is one I/O APIC and 8 transports). The engine places devices
+/// on explicit transports and writes the guest's `virtio_mmio.device=` parameters itself
+/// (`auto-kernel-cmdline=off`), because QEMU would append them after any `--`.
+const VIRTIO_MMIO_BASE: u64 = 0xfeb0_0000;
+const VIRTIO_MMIO_SIZE: u64 = 512;
+const VIRTIO_IRQ_BASE: u64 = 5;
+
+/// The name QEMU gives the virtio-mmio transport bus number `index`.
+fn virtio_bus(index: usize) -> String {
+    format!("virtio-mmio-bus.{index}")
+}
+
+/// The guest kernel parameter that makes Linux probe transport `index`.
+fn virtio_param(index: usize) -> String {
+    let i = index as u64;
+    format!(
+        "virtio_mmio.device={VIRTIO_MMIO_SIZE}@{:#x}:{}",
+        VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_SIZE,
+        VIRTIO_IRQ_BASE + i
+    )
+}
+
+/// QEMU's names for the drive at position `index` of [`VmSpec::drives`]. Firecracker
+/// drive ids are not valid QEMU ids in general, so the engine numbers its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DriveNames {
+    /// The `-drive` id (the block backend).
+    pub backend: String,
+    /// The raw format node the device reads through; a media change re-points its file.
+    pub format_node: String,
+    /// The qdev id of the virtio-blk device (throttling is set through it).
+    pub device: String,
+}
+
+impl DriveNames {
+    pub fn new(index: usize) -> DriveNames {
+        DriveNames {
+            backend: format!("drive{index}"),
+            format_node: format!("drive{index}-fmt"),
+            device: format!("blk{index}"),
+        }
+    }
+
+    /// The protocol (file) node of generation `generation` of the medium.
+    pub fn file_node(&self, generation: u64) -> String {
+        format!("{}-file{generation}", self.backend)
+    }
+}
+
+/// What the command line depends on besides the [`VmSpec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgsContext {
+    pub accel: Accel,
+    /// The firmware image (`-bios`), normally [`crate::DEFAULT_FIRMWARE`].
+    pub firmware: PathBuf,
+    /// The host TSC rate in kHz, passed to the guest under TCG (see `host.rs`); `None`
+    /// leaves the guest to calibrate.
+    pub tsc_khz: Option<u64>,
+    /// A listening Unix socket QEMU inherits and serves QMP on.
+    pub qmp_fd: RawFd,
+    /// QEMU's end of a connected socket pair that carries the boot-timer port's bytes.
+    pub boot_timer_fd: RawFd,
+}
+
+/// Escapes a QEMU option value: a `,` is written `,,`.
+fn escape(v: &OsStr) -> OsString {
+    let mut out = Vec::with_capacity(v.len());
+    for &b in v.as_bytes() {
+        out.push(b);
+        if b == b',' {
+            out.push(b',');
+        }
+    }
+    OsString::from_vec(out)
+}
+
+/// `prefix` followed by the escaped `path` and `suffix`.
+fn with_path(prefix: &str, path: &Path, suffix: &str) -> OsString {
+    let mut s = OsString::from(prefix);
+    s.push(escape(path.as_os_str()));
+    s.push(suffix);
+    s
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// The guest kernel command line: the spec's, plus the engine's device parameters and,
+/// under TCG, a fixed TSC rate (unless the spec sets `tsc=` itself).
+pub(crate) fn kernel_cmdline(spec: &VmSpec, ctx: &ArgsContext) -> Result<String, EngineError> {
+    let transports = spec.drives.len() + usize::from(spec.agent_socket.is_some());
+    let mut extra: Vec<String> = (0..transports).map(virtio_param).collect();
+    if ctx.accel == Accel::Tcg && !sets_param(&spec.cmdline, "tsc") {
+        if let Some(khz) = ctx.tsc_khz {
+            if !sets_param(&spec.cmdline, "tsc_early_khz") {
+                extra.push(format!("tsc_early_khz={khz}"));
+            }
+            extra.push("tsc=reliable".into());
+        }
+    }
+    let cmdline = add_kernel_params(&spec.cmdline, &extra);
+    if cmdline.len() >= MAX_CMDLINE {
+        return Err(EngineError::InvalidSpec(format!(
+            "the kernel command line is {} bytes with the engine's additions ({} bytes of it); Linux accepts at most {}",
+            cmdline.len(),
+            cmdline.len().saturating_sub(spec.cmdline.len()),
+            MAX_CMDLINE - 1
+        )));
+    }
+    Ok(cmdline)
+}
+
+/// The complete QEMU argv (without the program name) for `spec`.
+///
+/// The machine starts with its vCPUs stopped (`-S`): the engine connects to QMP first
+/// and then sends `cont`. Fails with [`EngineError::InvalidSpec`] for a machine QEMU
+/// cannot run; it looks at no file (see the engine for that).
+pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, EngineError> {
+    check_spec(spec)?;
+    let cmdline = kernel_cmdline(spec, ctx)?;
+    let mut a = Argv::default();
+
+    let mut machine = String::from(
+        "microvm,acpi=off,x-option-roms=off,isa-serial=on,rtc=on,auto-kernel-cmdline=off",
+    );
+    if matches!(spec.memory, MemoryBacking::File { .. }) {
+        machine.push_str(",memory-backend=mem");
+    }
+    a.opt("-M", machine);
+    match ctx.accel {
+        Accel::Tcg => a.opt("-accel", "tcg").opt("-cpu", "max"),
+        Accel::Kvm => a.opt("-accel", "kvm").opt("-cpu", "host"),
+    };
+    let threads = if spec.smt && spec.vcpus > 1 { 2 } else { 1 };
+    let cores = spec.vcpus / threads;
+    a.opt(
+        "-smp",
+        format!("{},sockets=1,cores={cores},threads={threads}", spec.vcpus),
+    );
+    let mem = format!("{}M", spec.mem_mib);
+    a.opt("-m", mem.as_str());
+    for flag in ["-nodefaults", "-no-user-config"] {
+        a.flag(flag);
+    }
+    a.opt("-display", "none").flag("-no-reboot").flag("-S");
+    a.opt("-bios", ctx.firmware.as_os_str());
+    if let MemoryBacking::File { path, shared } = &spec.memory {
+        a.opt(
+            "-object",
+            with_path(
+                &format!("memory-backend-file,id=mem,size={mem},mem-path="),
+                path,
+                &format!(",share={}", on_off(*shared)),
+            ),
+        );
+    }
+    a.opt(
+        "-chardev",
+        format!("socket,id=qmp,fd={},server=on,wait=off", ctx.qmp_fd),
+    )
+    .opt("-mon", "chardev=qmp,mode=control");
+    // The AT keyboard controller: Ctrl-Alt-Del and the guest's `reboot=k` go through it.
+    a.opt("-device", "i8042");
+
+    let serial: OsString = match &spec.serial {
+        SerialOut::Stdio => "stdio,id=ser0,signal=off".into(),
+        SerialOut::File(p) => with_path("file,id=ser0,path=", p, ",append=on"),
+        SerialOut::Null => "null,id=ser0".into(),
+    };
+    a.opt("-chardev", serial).opt("-serial", "chardev:ser0");
+
+    a.opt(
+        "-chardev",
+        format!("socket,id=boottimer,fd={}", ctx.boot_timer_fd),
+    )
+    .opt(
+        "-device",
+        format!("isa-debugcon,iobase={BOOT_TIMER_PORT:#x},chardev=boottimer"),
+    );
+
+    for (i, d) in spec.drives.iter().enumerate() {
+        let n = DriveNames::new(i);
+        let mut opt = with_path(
+            &format!(
+                "if=none,id={},node-name={},format=raw,file.driver=file,file.filename=",
+                n.backend, n.format_node
+            ),
+            &d.path,
+            &format!(
+                ",file.node-name={},file.locking=off,readonly={},cache={},werror=report,rerror=report",
+                n.file_node(0),
+                on_off(d.read_only),
+                match d.cache {
+                    CacheType::Unsafe => "unsafe",
+                    CacheType::Writeback => "writeback",
+                }
+            ),
+        );
+        if let Some(r) = &d.rate_limit {
+            for t in Throttle::from_rate_limit(r).drive_options() {
+                opt.push(",");
+                opt.push(t);
+            }
+        }
+        a.opt("-drive", opt).opt(
+            "-device",
+            format!(
+                "virtio-blk-device,drive={},id={},bus={}",
+                n.backend,
+                n.device,
+                virtio_bus(i)
+            ),
+        );
+    }
+    if let Some(sock) = &spec.agent_socket {
+        a.opt(
+            "-device",
+            format!(
+                "virtio-serial-device,id=agentbus,bus={}",
+                virtio_bus(spec.drives.len())
+            ),
+        )
+        .opt(
+            "-chardev",
+            with_path("socket,id=agent,path=", sock, ",server=on,wait=off"),
+        )
+        .opt("-device", "virtserialport,chardev=agent,name=ec1.agent");
+    }
+
+    a.opt("-kernel", spec.kernel.as_os_str());
+    if let Some(initrd) = &spec.initrd {
+        a.opt("-initrd", initrd.as_os_str());
+    }
+    a.opt("-append", cmdline);
+    Ok(a.0)
+}
+
+/// An argv under construction.
+#[derive(Default)]
+struct Argv(Vec<OsString>);
+
+impl Argv {
+    fn flag(&mut self, flag: &str) -> &mut Self {
+        self.0.push(flag.into());
+        self
+    }
+
+    fn opt(&mut self, flag: &str, value: impl Into<OsString>) -> &mut Self {
+        self.0.push(flag.into());
+        self.0.push(value.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ec1_engine::{DriveSpec, RateLimit, TokenBucket};
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            id: "vm1".into(),
+            kernel: "/k/vmlinux".into(),
+            initrd: Some("/k/initrd.cpio".into()),
+            cmdline: "console=ttyS0 reboot=k panic=-1".into(),
+            vcpus: 2,
+            smt: false,
+            mem_mib: 256,
+            drives: vec![],
+            serial: SerialOut::Null,
+            agent_socket: None,
+            memory: MemoryBacking::Anonymous,
+            run_dir: "/run/ec1/vm1".into(),
+        }
+    }
+
+    fn ctx() -> ArgsContext {
+        ArgsContext {
+            accel: Accel::Tcg,
+            firmware: "/usr/share/qemu/qboot.rom".into(),
+            tsc_khz: Some(2_445_424),
+            qmp_fd: 10,
+            boot_timer_fd: 11,
+        }
+    }
+
+    fn strings(a: &[OsString]) -> Vec<String> {
+        a.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+    }
+
+    fn args(s: &VmSpec, c: &ArgsContext) -> Vec<String> {
+        strings(&qemu_args(s, c).unwrap())
+    }
+
+    /// The value following the `n`-th (0-based) occurrence of `flag`.
+    fn values<'a>(a: &'a [String], flag: &str) -> Vec<&'a str> {
+        a.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn typical_tcg_machine() {
+        let a = args(&spec(), &ctx());
+        let expected = [
+            "-M",
+            "microvm,acpi=off,x-option-roms=off,isa-serial=on,rtc=on,auto-kernel-cmdline=off",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-smp",
+            "2,sockets=1,cores=2,threads=1",
+            "-m",
+            "256M",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-S",
+            "-bios",
+            "/usr/share/qemu/qboot.rom",
+            "-chardev",
+            "socket,id=qmp,fd=10,server=on,wait=off",
+            "-mon",
+            "chardev=qmp,mode=control",
+            "-device",
+            "i8042",
+            "-chardev",
+            "null,id=ser0",
+            "-serial",
+            "chardev:ser0",
+            "-chardev",
+            "socket,id=boottimer,fd=11",
+            "-device",
+            "isa-debugcon,iobase=0xe9,chardev=boottimer",
+            "-kernel",
+            "/k/vmlinux",
+            "-initrd",
+            "/k/initrd.cpio",
+            "-append",
+            "console=ttyS0 reboot=k panic=-1 tsc_early_khz=2445424 tsc=reliable",
+        ];
+        assert_eq!(a, expected);
+    }
+
+    #[test]
+    fn kvm_uses_the_host_cpu_and_keeps_the_cmdline() {
+        let c = ArgsContext {
+            accel: Accel::Kvm,
+            ..ctx()
+        };
+        let a = args(&spec(), &c);
+        assert_eq!(values(&a, "-accel"), ["kvm"]);
+        assert_eq!(values(&a, "-cpu"), ["host"]);
+        assert_eq!(values(&a, "-append"), ["console=ttyS0 reboot=k panic=-1"]);
+    }
+
+    #[test]
+    fn tsc_settings_respect_the_users_choice() {
+        let mut s = spec();
+        s.cmdline = "console=ttyS0 tsc=unstable".into();
+        assert_eq!(
+            values(&args(&s, &ctx()), "-append"),
+            ["console=ttyS0 tsc=unstable"]
+        );
+        s.cmdline = "tsc_early_khz=1000".into();
+        assert_eq!(
+            values(&args(&s, &ctx()), "-append"),
+            ["tsc_early_khz=1000 tsc=reliable"]
+        );
+        let c = ArgsContext {
+            tsc_khz: None,
+            ..ctx()
+        };
+        s.cmdline = "quiet".into();
+        assert_eq!(values(&args(&s, &c), "-append"), ["quiet"]);
+        s.cmdline = "quiet -- loop".into();
+        assert_eq!(
+            values(&args(&s, &ctx()), "-append"),
+            ["quiet tsc_early_khz=2445424 tsc=reliable -- loop"]
+        );
+    }
+
+    #[test]
+    fn smt_makes_two_threads_per_core() {
+        let mut s = spec();
+        s.vcpus = 4;
+        s.smt = true;
+        assert_eq!(
+            values(&args(&s, &ctx()), "-smp"),
+            ["4,sockets=1,cores=2,threads=2"]
+        );
+        s.vcpus = 1;
+        assert_eq!(
+            values(&args(&s, &ctx()), "-smp"),
+            ["1,sockets=1,cores=1,threads=1"]
+        );
+    }
+
+    #[test]
+    fn serial_outputs() {
+        let mut s = spec();
+        s.serial = SerialOut::Stdio;
+        assert_eq!(
+            values(&args(&s, &ctx()), "-chardev")[1],
+            "stdio,id=ser0,signal=off"
+        );
+        s.serial = SerialOut::File("/var/log/a,b.log".into());
+        assert_eq!(
+            values(&args(&s, &ctx()), "-chardev")[1],
+            "file,id=ser0,path=/var/log/a,,b.log,append=on"
+        );
+    }
+
+    #[test]
+    fn drives_in_order_with_cache_read_only_and_limits() {
+        let mut s = spec();
+        s.drives = vec![
+            DriveSpec {
+                id: "rootfs".into(),
+                path: "/img/root.ext4".into(),
+                read_only: true,
+                cache: CacheType::Unsafe,
+                rate_limit: None,
+            },
+            DriveSpec {
+                id: "data".into(),
+                path: "/img/da,ta.img".into(),
+                read_only: false,
+                cache: CacheType::Writeback,
+                rate_limit: Some(RateLimit {
+                    bandwidth: Some(TokenBucket {
+                        size: 1_048_576,
+                        one_time_burst: 10_485_760,
+                        refill_time_ms: 1000,
+                    }),
+                    ops: Some(TokenBucket {
+                        size: 100,
+                        one_time_burst: 0,
+                        refill_time_ms: 100,
+                    }),
+                }),
+            },
+        ];
+        let a = args(&s, &ctx());
+        assert_eq!(
+            values(&a, "-drive"),
+            [
+                "if=none,id=drive0,node-name=drive0-fmt,format=raw,file.driver=file,\
+                 file.filename=/img/root.ext4,file.node-name=drive0-file0,file.locking=off,\
+                 readonly=on,cache=unsafe,werror=report,rerror=report",
+                "if=none,id=drive1,node-name=drive1-fmt,format=raw,file.driver=file,\
+                 file.filename=/img/da,,ta.img,file.node-name=drive1-file0,file.locking=off,\
+                 readonly=off,cache=writeback,werror=report,rerror=report,\
+                 throttling.bps-total=1048576,throttling.bps-total-max=11534336,\
+                 throttling.bps-total-max-length=1,throttling.iops-total=1000",
+            ]
+        );
+        let devices = values(&a, "-device");
+        assert_eq!(
+            &devices[2..],
+            [
+                "virtio-blk-device,drive=drive0,id=blk0,bus=virtio-mmio-bus.0",
+                "virtio-blk-device,drive=drive1,id=blk1,bus=virtio-mmio-bus.1",
+            ]
+        );
+        assert_eq!(
+            values(&a, "-append"),
+            [
+                "console=ttyS0 reboot=k panic=-1 virtio_mmio.device=512@0xfeb00000:5 \
+              virtio_mmio.device=512@0xfeb00200:6 tsc_early_khz=2445424 tsc=reliable"
+            ]
+        );
+    }
+
+    #[test]
+    fn agent_channel_follows_the_drives() {
+        let mut s = spec();
+        s.drives = vec![DriveSpec {
+            id: "rootfs".into(),
+            path: "/img/root.ext4".into(),
+            read_only: false,
+            cache: CacheType::Unsafe,
+            rate_limit: Some(RateLimit::default()),
+        }];
+        s.agent_socket = Some("/run/ec1/vm1/agent.sock".into());
+        s.cmdline = "console=ttyS0 -- --agent".into();
+        let a = args(&s, &ctx());
+        assert!(!values(&a, "-drive")[0].contains("throttling"));
+        let devices = values(&a, "-device");
+        assert_eq!(
+            &devices[3..],
+            [
+                "virtio-serial-device,id=agentbus,bus=virtio-mmio-bus.1",
+                "virtserialport,chardev=agent,name=ec1.agent",
+            ]
+        );
+        assert_eq!(
+            values(&a, "-chardev")[3],
+            "socket,id=agent,path=/run/ec1/vm1/agent.sock,server=on,wait=off"
+        );
+        assert_eq!(
+            values(&a, "-append"),
+            ["console=ttyS0 virtio_mmio.device=512@0xfeb00000:5 virtio_mmio.device=512@0xfeb00200:6 \
+              tsc_early_khz=2445424 tsc=reliable -- --agent"]
+        );
+    }
+
+    #[test]
+    fn memory_file_backing() {
+        let mut s = spec();
+        s.memory = MemoryBacking::File {
+            path: "/dev/shm/tmpl.ram".into(),
+            shared: true,
+        };
+        let a = args(&s, &ctx());
+        assert!(values(&a, "-M")[0].ends_with(",auto-kernel-cmdline=off,memory-backend=mem"));
+        assert_eq!(
+            values(&a, "-object"),
+            ["memory-backend-file,id=mem,size=256M,mem-path=/dev/shm/tmpl.ram,share=on"]
+        );
+        assert_eq!(values(&a, "-m"), ["256M"]);
+        s.memory = MemoryBacking::File {
+            path: "/x/clone.ram".into(),
+            shared: false,
+        };
+        assert_eq!(
+            values(&args(&s, &ctx()), "-object"),
+            ["memory-backend-file,id=mem,size=256M,mem-path=/x/clone.ram,share=off"]
+        );
+    }
+
+    #[test]
+    fn without_initrd_there_is_no_initrd_flag() {
+        let mut s = spec();
+        s.initrd = None;
+        assert!(values(&args(&s, &ctx()), "-initrd").is_empty());
+    }
+
+    #[test]
+    fn invalid_specs_and_oversized_cmdlines_are_rejected() {
+        let mut s = spec();
+        s.vcpus = 0;
+        assert!(matches!(
+            qemu_args(&s, &ctx()),
+            Err(EngineError::InvalidSpec(_))
+        ));
+        let mut s = spec();
+        s.cmdline = "x".repeat(2020);
+        let e = qemu_args(&s, &ctx()).unwrap_err();
+        assert!(e.to_string().contains("at most 2047"), "{e}");
+        // Without the engine's additions it would have fitted.
+        let c = ArgsContext {
+            accel: Accel::Kvm,
+            ..ctx()
+        };
+        assert!(qemu_args(&s, &c).is_ok());
+    }
+
+    #[test]
+    fn non_utf8_paths_survive() {
+        let mut s = spec();
+        let p = PathBuf::from(OsString::from_vec(b"/img/\xff,x".to_vec()));
+        s.serial = SerialOut::File(p);
+        let a = qemu_args(&s, &ctx()).unwrap();
+        let chardev = a
+            .windows(2)
+            .filter(|w| w[0] == "-chardev")
+            .nth(1)
+            .map(|w| w[1].clone())
+            .unwrap();
+        assert_eq!(
+            chardev.as_bytes(),
+            b"file,id=ser0,path=/img/\xff,,x,append=on"
+        );
+    }
+
+    #[test]
+    fn names_and_transports() {
+        let n = DriveNames::new(3);
+        assert_eq!(n.backend, "drive3");
+        assert_eq!(n.format_node, "drive3-fmt");
+        assert_eq!(n.device, "blk3");
+        assert_eq!(n.file_node(2), "drive3-file2");
+        assert_eq!(virtio_param(7), "virtio_mmio.device=512@0xfeb00e00:12");
+        assert_eq!(virtio_bus(7), "virtio-mmio-bus.7");
+    }
+}

@@ -1,0 +1,480 @@
+//! [`QemuEngine`]: the [`Engine`] implementation.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ec1_engine::{
+    Accel, Capabilities, DriveUpdate, Engine, EngineError, EventSink, ExitReason, SerialOut, VmSpec,
+};
+use qapi::qmp::{
+    cont, quit, send_key, stop, Event, KeyValue, QKeyCode, QKeyCodeWrapper, QmpCommand,
+    ShutdownCause,
+};
+
+use crate::args::{qemu_args, ArgsContext, DriveNames};
+use crate::drain::Readers;
+use crate::exit::{classify, ExitCell};
+use crate::media::{change_medium, DriveState};
+use crate::process::{self, Child, ProcessExit, SpawnConfig};
+use crate::qmp::{QmpClient, QmpError};
+use crate::throttle::Throttle;
+use crate::validate::{check_files, check_spec, QMP_SOCKET};
+use crate::version::{check_qemu, resolve_binary, QemuVersion, INSTALL_COMMAND};
+
+/// How long the supervisor waits for the socket readers after QEMU exited.
+const READER_DRAIN: Duration = Duration::from_secs(1);
+/// How long a `SIGKILL`ed QEMU may take to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Settings of the QEMU engine; `Default` suits ec1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuOptions {
+    /// The QEMU binary; `None` means `$EC1_QEMU`, else `qemu-system-x86_64` in `PATH`.
+    pub binary: Option<PathBuf>,
+    /// The firmware image (`-bios`).
+    pub firmware: PathBuf,
+    /// How long QEMU may take from spawn to answering QMP (normally ~30 ms).
+    pub start_timeout: Duration,
+    /// How long one QMP command may take.
+    pub command_timeout: Duration,
+    /// How long `stop()` waits after QMP `quit` before it kills QEMU.
+    pub stop_grace: Duration,
+}
+
+impl Default for QemuOptions {
+    fn default() -> Self {
+        QemuOptions {
+            binary: None,
+            firmware: PathBuf::from(crate::DEFAULT_FIRMWARE),
+            start_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(5),
+            stop_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One guest's QEMU and everything attached to it.
+struct Vm {
+    child: Child,
+    qmp: Mutex<Option<QmpClient>>,
+    exit: Arc<ExitCell>,
+    stop_requested: Arc<AtomicBool>,
+    drives: Mutex<Vec<DriveState>>,
+    qmp_path: PathBuf,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs guests in QEMU's `microvm` machine. One engine runs one guest: create a new
+/// engine for the next.
+pub struct QemuEngine {
+    name: String,
+    accel: Accel,
+    opts: QemuOptions,
+    binary: PathBuf,
+    version: QemuVersion,
+    tsc_khz: Option<u64>,
+    vm: Mutex<Option<Arc<Vm>>>,
+}
+
+impl QemuEngine {
+    /// Checks the host (QEMU binary and version, firmware) and prepares an engine.
+    /// Installs nothing: what is missing comes back as [`EngineError::NotInstalled`]
+    /// or [`EngineError::WrongVersion`] with the command that fixes it.
+    pub fn new(accel: Accel, opts: QemuOptions) -> Result<Self, EngineError> {
+        let binary = resolve_binary(opts.binary.as_deref());
+        let version = check_qemu(&binary)?;
+        if !opts.firmware.is_file() {
+            return Err(EngineError::NotInstalled {
+                program: format!("QEMU's qboot firmware {}", opts.firmware.display()),
+                install: INSTALL_COMMAND.into(),
+            });
+        }
+        let tsc_khz = match accel {
+            Accel::Tcg => crate::host::host_cpu_khz(),
+            Accel::Kvm => None,
+        };
+        Ok(QemuEngine {
+            name: format!("qemu-{}", accel.as_str()),
+            accel,
+            opts,
+            binary,
+            version,
+            tsc_khz,
+            vm: Mutex::new(None),
+        })
+    }
+
+    /// The QEMU version found by [`QemuEngine::new`].
+    pub fn version(&self) -> QemuVersion {
+        self.version
+    }
+
+    /// The QEMU binary this engine runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The acceleration guests run with.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    /// The command-line context for `spec`-independent settings, with placeholder
+    /// descriptors: for showing the command line ([`qemu_args`]) without running it.
+    pub fn args_context(&self) -> ArgsContext {
+        ArgsContext {
+            accel: self.accel,
+            firmware: self.opts.firmware.clone(),
+            tsc_khz: self.tsc_khz,
+            qmp_fd: 3,
+            boot_timer_fd: 4,
+        }
+    }
+
+    /// QEMU's process id while a guest runs.
+    pub fn qemu_pid(&self) -> Option<u32> {
+        let vm = lock(&self.vm).clone()?;
+        vm.exit.get().is_none().then(|| vm.child.pid())
+    }
+
+    /// Runs one typed QMP command on the running guest's QEMU: the extension point for
+    /// what the [`Engine`] trait does not cover (e.g. snapshots).
+    pub fn qmp<C: QmpCommand>(&self, command: &C) -> Result<C::Ok, EngineError> {
+        self.with_qmp(|q| Ok(q.execute(command)?))
+    }
+
+    fn running(&self) -> Result<Arc<Vm>, EngineError> {
+        let vm = lock(&self.vm)
+            .clone()
+            .ok_or_else(|| EngineError::InvalidState("no guest has been started".into()))?;
+        if let Some(reason) = vm.exit.get() {
+            return Err(EngineError::InvalidState(format!(
+                "the guest has already ended ({reason:?})"
+            )));
+        }
+        Ok(vm)
+    }
+
+    fn with_qmp<R>(
+        &self,
+        f: impl FnOnce(&mut QmpClient) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        let vm = self.running()?;
+        let mut guard = lock(&vm.qmp);
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| EngineError::InvalidState("the guest has been stopped".into()))?;
+        f(client)
+    }
+
+    /// Spawns QEMU for `spec`, connects QMP and starts the vCPUs.
+    fn launch(&self, spec: &VmSpec, events: EventSink) -> Result<Arc<Vm>, EngineError> {
+        let t0 = Instant::now();
+        let qmp_path = spec.run_dir.join(QMP_SOCKET);
+        match std::fs::remove_file(&qmp_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(EngineError::io(
+                    format!("removing the stale socket {}", qmp_path.display()),
+                    e,
+                ))
+            }
+        }
+        // The engine creates the QMP socket and QEMU inherits it: the connection made
+        // now waits in the backlog until QEMU serves it, and if QEMU dies first the
+        // socket's last close ends that connection at once. No polling for a path.
+        let listener = UnixListener::bind(&qmp_path).map_err(|e| {
+            EngineError::io(format!("creating the QMP socket {}", qmp_path.display()), e)
+        })?;
+        let qmp_conn = UnixStream::connect(&qmp_path)
+            .map_err(|e| EngineError::io(format!("connecting to {}", qmp_path.display()), e))?;
+        let (boot_ours, boot_qemu) = UnixStream::pair()
+            .map_err(|e| EngineError::io("creating the boot-timer socket pair", e))?;
+        let ctx = ArgsContext {
+            qmp_fd: listener.as_raw_fd(),
+            boot_timer_fd: boot_qemu.as_raw_fd(),
+            ..self.args_context()
+        };
+        let args = qemu_args(spec, &ctx)?;
+        log::debug!(
+            "starting {} {}",
+            self.binary.display(),
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+
+        let exit = Arc::new(ExitCell::new(events.clone()));
+        let stop_requested = Arc::new(AtomicBool::new(false));
+        let cause = Arc::new(Mutex::new(None::<ShutdownCause>));
+        let last_exit = Arc::new(Mutex::new(None::<(String, String)>));
+        let readers = Arc::new(Readers::default());
+        let boot_guard = readers.enter();
+        let qmp_guard = readers.enter();
+
+        let on_exit = {
+            let (exit, stop_requested, cause, last_exit) = (
+                exit.clone(),
+                stop_requested.clone(),
+                cause.clone(),
+                last_exit.clone(),
+            );
+            Box::new(move |pe: ProcessExit| {
+                if !readers.wait_idle(READER_DRAIN) {
+                    log::warn!("QEMU's sockets were still open {READER_DRAIN:?} after it exited");
+                }
+                let c = *lock(&cause);
+                let reason = classify(
+                    pe.status,
+                    stop_requested.load(Ordering::SeqCst),
+                    c,
+                    &pe.stderr,
+                );
+                *lock(&last_exit) = Some((pe.status.to_string(), pe.stderr));
+                exit.record(reason);
+            })
+        };
+        let child = process::spawn(
+            SpawnConfig {
+                program: self.binary.clone(),
+                args,
+                pass_fds: vec![OwnedFd::from(listener), OwnedFd::from(boot_qemu)],
+                inherit_stdio: spec.serial == SerialOut::Stdio,
+                thread_name: format!("ec1-qemu-{}", spec.id),
+            },
+            on_exit,
+        )?;
+        let t_spawned = t0.elapsed();
+
+        let abort = |err: EngineError, died: bool| -> EngineError {
+            fail_start(&child, &exit, &last_exit, err, died)
+        };
+        if let Err(e) = crate::boot_timer::spawn_reader(boot_ours, events, boot_guard) {
+            return Err(abort(
+                EngineError::io("starting the boot-timer reader", e),
+                false,
+            ));
+        }
+        let on_event = {
+            let cause = cause.clone();
+            Box::new(move |event: Event| {
+                let _held_until_qemu_closes_qmp = &qmp_guard;
+                if let Event::SHUTDOWN { data, .. } = event {
+                    log::debug!("QEMU shutdown event: {:?}", data.reason);
+                    *lock(&cause) = Some(data.reason);
+                }
+            })
+        };
+        let mut qmp = match QmpClient::connect(qmp_conn, self.opts.start_timeout, on_event) {
+            Ok(q) => q,
+            Err(e) => {
+                let died = e.means_exit();
+                return Err(abort(e.into(), died));
+            }
+        };
+        let t_qmp = t0.elapsed();
+        qmp.set_timeout(self.opts.command_timeout);
+        if let Err(e) = qmp.execute(&cont {}) {
+            drop(qmp);
+            let died = e.means_exit();
+            return Err(abort(e.into(), died));
+        }
+        log::debug!(
+            "QEMU pid {}: spawned in {t_spawned:?}, QMP ready at {t_qmp:?}, running at {:?}",
+            child.pid(),
+            t0.elapsed()
+        );
+        let drives = spec
+            .drives
+            .iter()
+            .enumerate()
+            .map(|(i, d)| DriveState {
+                id: d.id.clone(),
+                names: DriveNames::new(i),
+                read_only: d.read_only,
+                cache: d.cache,
+                generation: 0,
+                size: std::fs::metadata(&d.path).map(|m| m.size()).unwrap_or(0),
+            })
+            .collect();
+        Ok(Arc::new(Vm {
+            child,
+            qmp: Mutex::new(Some(qmp)),
+            exit,
+            stop_requested,
+            drives: Mutex::new(drives),
+            qmp_path,
+        }))
+    }
+}
+
+/// Cleans up after a start that failed once QEMU was spawned, and says why it failed:
+/// QEMU's own exit status and stderr when it died, `err` otherwise.
+fn fail_start(
+    child: &Child,
+    exit: &ExitCell,
+    last_exit: &Mutex<Option<(String, String)>>,
+    err: EngineError,
+    died: bool,
+) -> EngineError {
+    // A control channel that closed means QEMU is exiting: give it a moment to report
+    // its status. Anything else (a timeout) means it hangs: kill it now.
+    if !died || exit.wait(Some(KILL_WAIT)).is_none() {
+        child.kill();
+        exit.wait(Some(KILL_WAIT));
+    }
+    child.join_supervisor();
+    match lock(last_exit).take() {
+        Some((status, stderr)) if died => EngineError::Crashed { status, stderr },
+        Some((_, stderr)) => {
+            if !stderr.trim().is_empty() {
+                log::warn!("QEMU's stderr: {}", stderr.trim());
+            }
+            err
+        }
+        None => err,
+    }
+}
+
+impl Engine for QemuEngine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            snapshots: false,
+            drive_hot_update: true,
+            ctrl_alt_del: true,
+        }
+    }
+
+    fn start(&self, spec: &VmSpec, events: EventSink) -> Result<(), EngineError> {
+        let mut slot = lock(&self.vm);
+        if slot.is_some() {
+            return Err(EngineError::InvalidState(
+                "this engine has already started a guest; use a new engine for another".into(),
+            ));
+        }
+        check_spec(spec)?;
+        check_files(spec)?;
+        let qmp_path = spec.run_dir.join(QMP_SOCKET);
+        let vm = self.launch(spec, events).inspect_err(|_| {
+            let _ = std::fs::remove_file(&qmp_path);
+        })?;
+        let exit = vm.exit.clone();
+        *slot = Some(vm);
+        drop(slot);
+        exit.announce();
+        Ok(())
+    }
+
+    fn pause(&self) -> Result<(), EngineError> {
+        self.with_qmp(|q| Ok(q.execute(&stop {}).map(drop)?))
+    }
+
+    fn resume(&self) -> Result<(), EngineError> {
+        self.with_qmp(|q| Ok(q.execute(&cont {}).map(drop)?))
+    }
+
+    fn send_ctrl_alt_del(&self) -> Result<(), EngineError> {
+        let key = |data| KeyValue::qcode(QKeyCodeWrapper { data });
+        self.with_qmp(|q| {
+            Ok(q.execute(&send_key {
+                keys: vec![
+                    key(QKeyCode::ctrl),
+                    key(QKeyCode::alt),
+                    key(QKeyCode::delete),
+                ],
+                hold_time: None,
+            })
+            .map(drop)?)
+        })
+    }
+
+    fn stop(&self) -> Result<(), EngineError> {
+        let Some(vm) = lock(&self.vm).clone() else {
+            return Ok(());
+        };
+        vm.stop_requested.store(true, Ordering::SeqCst);
+        if vm.child.on_supervisor_thread() {
+            // Called from the `Exited` event handler: QEMU is gone and the exit is
+            // being announced right now; waiting for it here would wait for ourselves.
+            lock(&vm.qmp).take();
+            return Ok(());
+        }
+        if !vm.child.has_exited() {
+            // Ask QEMU to quit; skip it if another thread is stuck in a command.
+            if let Ok(mut guard) = vm.qmp.try_lock() {
+                if let Some(q) = guard.as_mut() {
+                    q.set_timeout(self.opts.stop_grace);
+                    if let Err(e) = q.execute(&quit {}) {
+                        log::debug!("QMP quit failed ({e}); killing QEMU");
+                    }
+                }
+            }
+            if vm.exit.wait(Some(self.opts.stop_grace)).is_none() {
+                vm.child.kill();
+            }
+        }
+        if vm.exit.wait(Some(KILL_WAIT)).is_none() {
+            return Err(EngineError::Timeout(
+                KILL_WAIT,
+                format!("QEMU (pid {}) to end after SIGKILL", vm.child.pid()),
+            ));
+        }
+        vm.child.join_supervisor();
+        lock(&vm.qmp).take();
+        let _ = std::fs::remove_file(&vm.qmp_path);
+        Ok(())
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Result<Option<ExitReason>, EngineError> {
+        let vm = lock(&self.vm)
+            .clone()
+            .ok_or_else(|| EngineError::InvalidState("no guest has been started".into()))?;
+        Ok(vm.exit.wait(timeout))
+    }
+
+    fn update_drive(&self, update: &DriveUpdate) -> Result<(), EngineError> {
+        let vm = self.running()?;
+        let mut qmp_guard = lock(&vm.qmp);
+        let qmp = qmp_guard
+            .as_mut()
+            .ok_or_else(|| EngineError::InvalidState("the guest has been stopped".into()))?;
+        let mut drives = lock(&vm.drives);
+        let drive = drives
+            .iter_mut()
+            .find(|d| d.id == update.id)
+            .ok_or_else(|| {
+                EngineError::InvalidSpec(format!("the guest has no drive {:?}", update.id))
+            })?;
+        if let Some(path) = &update.path {
+            change_medium(qmp, drive, path)?;
+        }
+        if let Some(r) = &update.rate_limit {
+            let args = Throttle::from_rate_limit(r).to_qmp(&drive.names.device);
+            qmp.execute(&qapi::qmp::block_set_io_throttle(args))
+                .map_err(|e: QmpError| -> EngineError { e.into() })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for QemuEngine {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            log::error!("stopping the guest on drop: {e}");
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Where built kernels live and how they are keyed.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Bumped when the build recipe itself changes in a way that makes old kernels stale.
+pub const RECIPE_VERSION: u32 = 1;
+
+/// ec1's cache directory: `$XDG_CACHE_HOME/ec1`, else `$HOME/.cache/ec1`.
+pub fn cache_root() -> Option<PathBuf> {
+    cache_root_from(
+        std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from),
+        std::env::var_os("HOME").map(PathBuf::from),
+    )
+}
+
+/// [`cache_root`] for explicit values (empty values count as unset, as XDG says).
+pub fn cache_root_from(xdg: Option<PathBuf>, home: Option<PathBuf>) -> Option<PathBuf> {
+    match (xdg, home) {
+        (Some(x), _) if x.is_absolute() => Some(x.join("ec1")),
+        (_, Some(h)) if !h.as_os_str().is_empty() => Some(h.join(".cache").join("ec1")),
+        _ => None,
+    }
+}
+
+/// The cache key of a kernel: the fragment's text, the source package's version and
+/// the recipe version. Any change to one gives a new key, never a stale kernel.
+pub fn kernel_key(fragment: &str, source_version: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("ec1-kernel-recipe-{RECIPE_VERSION}\n"));
+    h.update(source_version.as_bytes());
+    h.update(b"\n");
+    h.update(fragment.as_bytes());
+    let digest = h.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Paths of one cached kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelPaths {
+    /// `<cache>/kernel/<key>/`
+    pub dir: PathBuf,
+    /// The uncompressed ELF the engines boot (PVH entry).
+    pub vmlinux: PathBuf,
+    /// The final `.config` it was built with.
+    pub config: PathBuf,
+}
+
+impl KernelPaths {
+    pub fn new(cache: &Path, key: &str) -> Self {
+        let dir = cache.join("kernel").join(key);
+        KernelPaths {
+            vmlinux: dir.join("vmlinux"),
+            config: dir.join("config"),
+            dir,
+        }
+    }
+}
+
+/// The unpacked, shared build tree for one source version: reused across fragment
+/// changes so that only what changed is recompiled.
+pub fn build_tree(cache: &Path, source_version: &str) -> PathBuf {
+    let safe: String = source_version
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cache.join("kernel").join(format!("src-{safe}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_changes_with_every_input_and_is_stable() {
+        let a = kernel_key("CONFIG_A=y\n", "6.1.192-2");
+        assert_eq!(a, kernel_key("CONFIG_A=y\n", "6.1.192-2"));
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, kernel_key("CONFIG_A=n\n", "6.1.192-2"));
+        assert_ne!(a, kernel_key("CONFIG_A=y\n", "6.1.192-3"));
+    }
+
+    #[test]
+    fn cache_root_prefers_absolute_xdg() {
+        assert_eq!(
+            cache_root_from(Some("/x".into()), Some("/home/u".into())),
+            Some(PathBuf::from("/x/ec1"))
+        );
+        assert_eq!(
+            cache_root_from(Some("rel".into()), Some("/home/u".into())),
+            Some(PathBuf::from("/home/u/.cache/ec1"))
+        );
+        assert_eq!(
+            cache_root_from(None, Some("/home/u".into())),
+            Some(PathBuf::from("/home/u/.cache/ec1"))
+        );
+        assert_eq!(cache_root_from(None, Some("".into())), None);
+        assert_eq!(cache_root_from(None, None), None);
+    }
+
+    #[test]
+    fn paths_and_build_tree_are_under_the_cache() {
+        let p = KernelPaths::new(Path::new("/c"), "abcd");
+        assert_eq!(p.vmlinux, PathBuf::from("/c/kernel/abcd/vmlinux"));
+        assert_eq!(p.config, PathBuf::from("/c/kernel/abcd/config"));
+        assert_eq!(
+            build_tree(Path::new("/c"), "6.1.192-2+b1/x"),
+            PathBuf::from("/c/kernel/src-6.1.192-2_b1_x")
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! The host's package manager and file locks, as the kernel build needs them.
+
+use super::KernelError;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The installed version of a Debian package, or `None` if it is not installed.
+pub fn package_version(package: &str) -> Option<String> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status} ${Version}", package])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    parse_dpkg_status(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `installed 6.1.192-2` → `Some("6.1.192-2")`; anything else → `None`.
+fn parse_dpkg_status(s: &str) -> Option<String> {
+    let (status, version) = s.trim().split_once(' ')?;
+    (status == "installed" && !version.is_empty()).then(|| version.to_string())
+}
+
+/// Installs whichever of `packages` are missing with apt-get (refreshing the package
+/// lists once if apt cannot find them).
+pub fn ensure_packages(
+    packages: &[&str],
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), KernelError> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| package_version(p).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    progress(&format!("installing {list} with apt-get"));
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .output()
+    };
+    let fail = |detail: String| KernelError::Install {
+        packages: list.clone(),
+        detail,
+    };
+    let first = install().map_err(|e| fail(e.to_string()))?;
+    if first.status.success() {
+        return Ok(());
+    }
+    progress("apt-get install failed; running apt-get update and retrying");
+    let _ = Command::new("apt-get")
+        .args(["update", "-q"])
+        .stdin(Stdio::null())
+        .output();
+    let second = install().map_err(|e| fail(e.to_string()))?;
+    if second.status.success() {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&second.stderr);
+        Err(fail(
+            err.lines().last().unwrap_or("unknown error").to_string(),
+        ))
+    }
+}
+
+/// An exclusive `flock` held until dropped.
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    pub fn exclusive(path: &Path) -> std::io::Result<Self> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        // SAFETY: flock on a valid, open descriptor owned by `file`; no memory is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The lock is released when `file` is closed on drop.
+        Ok(FileLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpkg_status_parsing() {
+        assert_eq!(
+            parse_dpkg_status("installed 6.1.192-2\n"),
+            Some("6.1.192-2".into())
+        );
+        assert_eq!(parse_dpkg_status("not-installed "), None);
+        assert_eq!(parse_dpkg_status("config-files 1.0"), None);
+        assert_eq!(parse_dpkg_status(""), None);
+    }
+
+    #[test]
+    fn installed_and_missing_packages() {
+        assert!(package_version("dpkg").is_some());
+        assert!(package_version("ec1-no-such-package").is_none());
+        let mut seen = Vec::new();
+        ensure_packages(&["dpkg"], &mut |l| seen.push(l.to_string())).unwrap();
+        assert!(seen.is_empty(), "nothing to install: {seen:?}");
+    }
+
+    #[test]
+    fn lock_can_be_taken_and_released() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("l");
+        drop(FileLock::exclusive(&p).unwrap());
+        let _again = FileLock::exclusive(&p).unwrap();
+        assert!(FileLock::exclusive(Path::new("/nonexistent/dir/lock")).is_err());
+    }
+}

@@ -1,0 +1,297 @@
+//! The default guest kernel: Linux 6.1 from Debian's `linux-source-6.1`, configured
+//! as `make tinyconfig` plus ec1's fragment (`kernel/ec1-guest.config`), built once
+//! and cached under [`cache::cache_root`] keyed by the fragment and source versions.
+
+pub mod cache;
+pub mod fragment;
+mod host;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use cache::{cache_root, kernel_key, KernelPaths};
+
+/// ec1's kernel config fragment, applied on top of `make tinyconfig`.
+pub const FRAGMENT: &str = include_str!("../../../../kernel/ec1-guest.config");
+/// The Debian package the kernel source comes from.
+pub const SOURCE_PACKAGE: &str = "linux-source-6.1";
+/// Where that package puts its tarball.
+pub const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
+/// Debian packages the build needs.
+pub const BUILD_PACKAGES: &[&str] = &[
+    SOURCE_PACKAGE,
+    "build-essential",
+    "flex",
+    "bison",
+    "bc",
+    "libelf-dev",
+    "xz-utils",
+];
+
+/// Why the kernel could not be found or built.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("no cache directory: set XDG_CACHE_HOME or HOME")]
+    NoCacheDir,
+    #[error(
+        "the default kernel is not built yet: run `ec1 kernel build` (about 4 minutes on 2 cores)"
+    )]
+    NotBuilt,
+    #[error("{package} is not installed, so the kernel source version is unknown: run `ec1 kernel build`, which installs it")]
+    SourceNotInstalled { package: String },
+    #[error("installing {packages} failed: {detail} (run `apt-get install {packages}` as root)")]
+    Install { packages: String, detail: String },
+    #[error("`{command}` failed ({status}):\n{tail}")]
+    Command {
+        command: String,
+        status: String,
+        tail: String,
+    },
+    #[error("kernel options from the fragment did not survive `make olddefconfig`: {}", .0.join("; "))]
+    OptionsDropped(Vec<String>),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> KernelError {
+    let context = context.into();
+    move |source| KernelError::Io { context, source }
+}
+
+/// The cached kernel's paths for the installed source version, built or not.
+pub fn expected_paths() -> Result<KernelPaths, KernelError> {
+    let cache = cache_root().ok_or(KernelError::NoCacheDir)?;
+    let version =
+        host::package_version(SOURCE_PACKAGE).ok_or_else(|| KernelError::SourceNotInstalled {
+            package: SOURCE_PACKAGE.into(),
+        })?;
+    Ok(KernelPaths::new(&cache, &kernel_key(FRAGMENT, &version)))
+}
+
+/// The built default kernel, or [`KernelError::NotBuilt`] saying how to build it.
+pub fn path() -> Result<PathBuf, KernelError> {
+    let paths = expected_paths()?;
+    if paths.vmlinux.is_file() {
+        Ok(paths.vmlinux)
+    } else {
+        Err(KernelError::NotBuilt)
+    }
+}
+
+/// Builds the default kernel if the cache does not have it and returns its path.
+/// `progress` receives human-readable status lines while the build runs.
+pub fn build(progress: &mut dyn FnMut(&str)) -> Result<PathBuf, KernelError> {
+    host::ensure_packages(BUILD_PACKAGES, progress)?;
+    let paths = expected_paths()?;
+    if paths.vmlinux.is_file() {
+        return Ok(paths.vmlinux);
+    }
+    let cache = cache_root().ok_or(KernelError::NoCacheDir)?;
+    let version = host::package_version(SOURCE_PACKAGE).unwrap_or_default();
+    std::fs::create_dir_all(cache.join("kernel")).map_err(io("creating the kernel cache"))?;
+    // Two builds of the same tree at once would corrupt it: serialise them.
+    let _lock = host::FileLock::exclusive(&cache.join("kernel").join(".build.lock"))
+        .map_err(io("locking the kernel cache"))?;
+    if paths.vmlinux.is_file() {
+        return Ok(paths.vmlinux); // another process built it while we waited
+    }
+    let src = unpack_source(&cache::build_tree(&cache, &version), progress)?;
+    configure(&src, progress)?;
+    compile(&src, progress)?;
+    install(&src, &paths)?;
+    progress(&format!("kernel ready: {}", paths.vmlinux.display()));
+    Ok(paths.vmlinux)
+}
+
+fn unpack_source(tree: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, KernelError> {
+    let src = tree.join("linux-source-6.1");
+    if src.join("Makefile").is_file() {
+        return Ok(src);
+    }
+    progress(&format!(
+        "unpacking {SOURCE_TARBALL} into {}",
+        tree.display()
+    ));
+    let partial = tree.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).map_err(io("creating the build tree"))?;
+    run(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(SOURCE_TARBALL)
+            .arg("-C")
+            .arg(&partial),
+        "tar -xf linux-source-6.1.tar.xz",
+    )?;
+    let _ = std::fs::remove_dir_all(tree);
+    std::fs::rename(&partial, tree).map_err(io("moving the unpacked source into place"))?;
+    Ok(src)
+}
+
+fn configure(src: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), KernelError> {
+    progress("configuring: make tinyconfig + ec1 fragment + olddefconfig");
+    run(make(src).arg("tinyconfig"), "make tinyconfig")?;
+    let frag = src.join("ec1-guest.config");
+    std::fs::write(&frag, FRAGMENT).map_err(io("writing the config fragment"))?;
+    run(
+        Command::new("scripts/kconfig/merge_config.sh")
+            .current_dir(src)
+            .args(["-m", ".config", "ec1-guest.config"]),
+        "scripts/kconfig/merge_config.sh -m .config ec1-guest.config",
+    )?;
+    run(make(src).arg("olddefconfig"), "make olddefconfig")?;
+    let final_config =
+        std::fs::read_to_string(src.join(".config")).map_err(io("reading the final .config"))?;
+    let missing = fragment::missing(&fragment::parse(FRAGMENT), &final_config);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(KernelError::OptionsDropped(missing))
+    }
+}
+
+fn compile(src: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), KernelError> {
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    progress(&format!(
+        "compiling vmlinux with {jobs} jobs (about 4 minutes on 2 cores)"
+    ));
+    let mut child = make(src)
+        .arg(format!("-j{jobs}"))
+        .arg("vmlinux")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io("starting make"))?;
+    let stderr = child.stderr.take();
+    let err_thread = std::thread::spawn(move || {
+        let mut tail = Vec::new();
+        if let Some(e) = stderr {
+            for line in BufReader::new(e).lines().map_while(Result::ok) {
+                push_tail(&mut tail, line);
+            }
+        }
+        tail
+    });
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut units = 0usize;
+    let mut tail = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if line.trim_start().starts_with("CC") || line.trim_start().starts_with("AS") {
+                units += 1;
+            }
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                progress(&format!(
+                    "  {units} files compiled, {}s elapsed",
+                    started.elapsed().as_secs()
+                ));
+                last_report = Instant::now();
+            }
+            push_tail(&mut tail, line);
+        }
+    }
+    let status = child.wait().map_err(io("waiting for make"))?;
+    let mut err_tail = err_thread.join().unwrap_or_default();
+    if status.success() {
+        progress(&format!(
+            "  compiled {units} files in {}s",
+            started.elapsed().as_secs()
+        ));
+        return Ok(());
+    }
+    tail.append(&mut err_tail);
+    Err(KernelError::Command {
+        command: format!("make -j{jobs} vmlinux"),
+        status: status.to_string(),
+        tail: tail.join("\n"),
+    })
+}
+
+fn install(src: &Path, paths: &KernelPaths) -> Result<(), KernelError> {
+    std::fs::create_dir_all(&paths.dir).map_err(io("creating the kernel cache entry"))?;
+    // Copy then rename: a reader never sees a half-written kernel.
+    let tmp = paths.dir.join("vmlinux.partial");
+    std::fs::copy(src.join("vmlinux"), &tmp).map_err(io("copying vmlinux into the cache"))?;
+    std::fs::copy(src.join(".config"), &paths.config).map_err(io("copying .config"))?;
+    std::fs::rename(&tmp, &paths.vmlinux).map_err(io("moving vmlinux into place"))
+}
+
+fn make(src: &Path) -> Command {
+    let mut c = Command::new("make");
+    c.current_dir(src);
+    c
+}
+
+const TAIL_LINES: usize = 30;
+
+fn push_tail(tail: &mut Vec<String>, line: String) {
+    if tail.len() == TAIL_LINES {
+        tail.remove(0);
+    }
+    tail.push(line);
+}
+
+/// Runs a short command, capturing its output for the error message.
+fn run(cmd: &mut Command, shown: &str) -> Result<(), KernelError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io(format!("starting `{shown}`")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(TAIL_LINES);
+    Err(KernelError::Command {
+        command: shown.to_string(),
+        status: out.status.to_string(),
+        tail: lines[start..].join("\n"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let mut t = Vec::new();
+        for i in 0..100 {
+            push_tail(&mut t, i.to_string());
+        }
+        assert_eq!(t.len(), TAIL_LINES);
+        assert_eq!(t.first().map(String::as_str), Some("70"));
+        assert_eq!(t.last().map(String::as_str), Some("99"));
+    }
+
+    #[test]
+    fn run_reports_failing_command_with_its_output() {
+        let err = run(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            "sh -c ...",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`sh -c ...` failed"), "{msg}");
+        assert!(msg.contains("out") && msg.contains("err"), "{msg}");
+        assert!(run(&mut Command::new("true"), "true").is_ok());
+        assert!(matches!(
+            run(&mut Command::new("/nonexistent/ec1-x"), "x"),
+            Err(KernelError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn fragment_is_embedded() {
+        assert!(FRAGMENT.contains("CONFIG_VIRTIO_CONSOLE=y"));
+    }
+}

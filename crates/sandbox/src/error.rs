@@ -1,0 +1,34 @@
+use ec1_engine::EngineError;
+
+/// Why a sandbox could not be booted or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("guest kernel: {0}")]
+    Kernel(#[from] ec1_guest::kernel::KernelError),
+    #[error("agent initramfs: {0}")]
+    Initramfs(#[from] ec1_guest::initramfs::InitramfsError),
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("the guest agent did not answer: {error}{}", console_suffix(.console))]
+    Agent {
+        error: ec1_client::Error,
+        /// The end of the guest's console, which usually says why.
+        console: String,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid sandbox options: {0}")]
+    Options(String),
+}
+
+fn console_suffix(console: &str) -> String {
+    if console.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\nlast lines of the guest console:\n{}", console.trim_end())
+    }
+}

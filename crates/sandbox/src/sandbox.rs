@@ -1,0 +1,285 @@
+use crate::{make_engine, BootTimings, SandboxError};
+use ec1_client::{Client, ConnectOptions};
+use ec1_engine::{
+    AccelChoice, CacheType, DriveSpec, Engine, MemoryBacking, SerialOut, VmSpec,
+};
+use ec1_guest::initramfs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The kernel command line of a sandbox, before the root-mode keys: console on the
+/// serial port (written to a file, read only on failure), reboot through the keyboard
+/// controller, reboot at once on panic, and no boot chatter.
+pub const DEFAULT_BOOT_ARGS: &str =
+    "console=ttyS0 reboot=k panic=-1 quiet loglevel=0 i8042.noaux i8042.nomux i8042.dumbkbd";
+
+/// Where the agent runs the commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RootMode {
+    /// In the injected initramfs (busybox).
+    #[default]
+    Initramfs,
+    /// Inside the root drive, which the agent mounts (the image stays unchanged).
+    Rootfs,
+    /// The image's own init runs as PID 1; the agent serves beside it.
+    Handoff,
+}
+
+/// What to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxOptions {
+    /// `None`: the default kernel (`ec1 kernel build`).
+    pub kernel: Option<PathBuf>,
+    /// The user's own initrd; the agent archive is appended to it.
+    pub initrd: Option<PathBuf>,
+    /// A raw disk image with a root filesystem (needed by `Rootfs` and `Handoff`).
+    pub rootfs: Option<PathBuf>,
+    pub rootfs_read_only: bool,
+    pub mode: RootMode,
+    pub vcpus: u8,
+    pub mem_mib: u32,
+    pub engine: AccelChoice,
+    /// Appended to [`DEFAULT_BOOT_ARGS`].
+    pub extra_boot_args: Vec<String>,
+    /// How long the guest may take to boot to its agent.
+    pub ready_timeout: Duration,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            kernel: None,
+            initrd: None,
+            rootfs: None,
+            rootfs_read_only: false,
+            mode: RootMode::Initramfs,
+            vcpus: 1,
+            mem_mib: 256,
+            engine: AccelChoice::Auto,
+            extra_boot_args: Vec::new(),
+            ready_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A booted guest whose agent answers. Dropping it stops the VM and removes its files.
+pub struct Sandbox {
+    engine: Arc<dyn Engine>,
+    client: Client,
+    timings: BootTimings,
+    console: PathBuf,
+    // Last: removed after the engine has stopped (see Drop).
+    run_dir: Option<tempfile::TempDir>,
+}
+
+impl Sandbox {
+    /// Boots a fresh microVM and waits for its agent.
+    pub fn boot(opts: &SandboxOptions) -> Result<Sandbox, SandboxError> {
+        let t0 = Instant::now();
+        let kernel = match &opts.kernel {
+            Some(k) => k.clone(),
+            None => ec1_guest::kernel::path()?,
+        };
+        let initrd = initramfs::combined_initrd(opts.initrd.as_deref(), &initramfs::Options::from_env()?)?;
+        let run_dir = tempfile::Builder::new()
+            .prefix("ec1-sandbox-")
+            .tempdir()
+            .map_err(|source| SandboxError::Io {
+                context: "creating the sandbox's run directory".into(),
+                source,
+            })?;
+        let spec = spec_for(opts, kernel, initrd, run_dir.path())?;
+        let prepare = t0.elapsed();
+
+        let t1 = Instant::now();
+        let engine = make_engine(opts.engine)?;
+        engine.start(&spec, Arc::new(|_| {}))?;
+        let engine_start = t1.elapsed();
+
+        let t2 = Instant::now();
+        let socket = spec.agent_socket.clone().unwrap_or_default();
+        let connect = ConnectOptions {
+            connect_timeout: Duration::from_secs(10),
+            ready_timeout: opts.ready_timeout,
+        };
+        let console = run_dir.path().join("console.log");
+        let client = match Client::connect(&socket, &connect) {
+            Ok(c) => c,
+            Err(error) => {
+                let _ = engine.stop();
+                return Err(SandboxError::Agent {
+                    error,
+                    console: tail(&console, 20),
+                });
+            }
+        };
+        let guest_boot = t2.elapsed();
+        let ready = client.ready_info();
+        let timings = BootTimings {
+            prepare,
+            engine_start,
+            guest_boot,
+            guest_kernel: Duration::from_nanos(ready.agent_start_ns),
+            guest_agent_ready: Duration::from_nanos(ready.agent_ready_ns),
+            total: prepare + engine_start + guest_boot,
+        };
+        Ok(Sandbox {
+            engine,
+            client,
+            timings,
+            console,
+            run_dir: Some(run_dir),
+        })
+    }
+
+    /// The agent connection: runs commands and moves files.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The engine running the guest.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    pub fn timings(&self) -> &BootTimings {
+        &self.timings
+    }
+
+    /// The last `lines` lines of the guest's serial console.
+    pub fn console_tail(&self, lines: usize) -> String {
+        tail(&self.console, lines)
+    }
+
+    /// Stops the VM and removes its files; returns how long that took.
+    pub fn shutdown(mut self) -> Result<Duration, SandboxError> {
+        let t = Instant::now();
+        self.engine.stop()?;
+        if let Some(dir) = self.run_dir.take() {
+            dir.close().map_err(|source| SandboxError::Io {
+                context: "removing the sandbox's run directory".into(),
+                source,
+            })?;
+        }
+        Ok(t.elapsed())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.engine.stop();
+        // run_dir (if still held) is removed by its own Drop, after the engine stopped.
+    }
+}
+
+/// The machine for `opts`; `run_dir` holds the agent socket and console log.
+pub(crate) fn spec_for(
+    opts: &SandboxOptions,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    run_dir: &Path,
+) -> Result<VmSpec, SandboxError> {
+    let mut cmdline = String::from(DEFAULT_BOOT_ARGS);
+    let mut drives = Vec::new();
+    match (opts.mode, &opts.rootfs) {
+        (RootMode::Initramfs, _) => {}
+        (mode, Some(image)) => {
+            drives.push(DriveSpec {
+                id: "rootfs".into(),
+                path: image.clone(),
+                read_only: opts.rootfs_read_only,
+                cache: CacheType::Unsafe,
+                rate_limit: None,
+            });
+            cmdline.push_str(match mode {
+                RootMode::Handoff => " ec1.mode=handoff ec1.root=/dev/vda",
+                _ => " ec1.mode=root ec1.root=/dev/vda",
+            });
+            cmdline.push_str(if opts.rootfs_read_only { " ro" } else { " rw" });
+        }
+        (mode, None) => {
+            return Err(SandboxError::Options(format!(
+                "the {mode:?} root mode needs a root filesystem image (--rootfs)"
+            )))
+        }
+    }
+    for a in &opts.extra_boot_args {
+        cmdline.push(' ');
+        cmdline.push_str(a);
+    }
+    Ok(VmSpec {
+        id: "ec1-sandbox".into(),
+        kernel,
+        initrd: Some(initrd),
+        cmdline,
+        vcpus: opts.vcpus,
+        smt: false,
+        mem_mib: opts.mem_mib,
+        drives,
+        serial: SerialOut::File(run_dir.join("console.log")),
+        agent_socket: Some(run_dir.join("agent.sock")),
+        memory: MemoryBacking::Anonymous,
+        run_dir: run_dir.to_path_buf(),
+    })
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(opts: &SandboxOptions) -> Result<VmSpec, SandboxError> {
+        spec_for(opts, "/k".into(), "/i".into(), Path::new("/run/x"))
+    }
+
+    #[test]
+    fn initramfs_mode_has_no_drive() {
+        let s = spec(&SandboxOptions::default()).unwrap();
+        assert!(s.drives.is_empty());
+        assert_eq!(s.cmdline, DEFAULT_BOOT_ARGS);
+        assert_eq!(s.agent_socket, Some(PathBuf::from("/run/x/agent.sock")));
+        assert_eq!(s.serial, SerialOut::File("/run/x/console.log".into()));
+        assert_eq!((s.vcpus, s.mem_mib), (1, 256));
+    }
+
+    #[test]
+    fn root_and_handoff_modes_attach_the_image() {
+        let mut o = SandboxOptions {
+            rootfs: Some("/img".into()),
+            mode: RootMode::Rootfs,
+            rootfs_read_only: true,
+            extra_boot_args: vec!["x=1".into()],
+            ..Default::default()
+        };
+        let s = spec(&o).unwrap();
+        assert_eq!(s.drives.len(), 1);
+        assert!(s.drives[0].read_only);
+        assert!(s.cmdline.ends_with(" ec1.mode=root ec1.root=/dev/vda ro x=1"), "{}", s.cmdline);
+        o.mode = RootMode::Handoff;
+        o.rootfs_read_only = false;
+        let s = spec(&o).unwrap();
+        assert!(s.cmdline.contains(" ec1.mode=handoff ec1.root=/dev/vda rw"), "{}", s.cmdline);
+    }
+
+    #[test]
+    fn root_modes_need_an_image() {
+        let o = SandboxOptions {
+            mode: RootMode::Handoff,
+            ..Default::default()
+        };
+        let e = spec(&o).unwrap_err().to_string();
+        assert!(e.contains("--rootfs"), "{e}");
+    }
+
+    #[test]
+    fn tail_of_missing_file_is_empty() {
+        assert_eq!(tail(Path::new("/nonexistent/x"), 5), "");
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (`.ci/run`): set-up (idempotent), format and
+# lint checks, every unit and integration test (real guests booted through the real
+# engine) under function-coverage measurement with an 85% gate, and the schemathesis
+# conformance run of the API against Firecracker's spec.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[test] %s\n' "$*" >&2; }
+
+bash scripts/setup.sh
+
+log "cargo fmt --check"
+cargo fmt --all --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
+
+if ! command -v cargo-llvm-cov >/dev/null; then
+    log "installing cargo-llvm-cov"
+    cargo install --locked -q cargo-llvm-cov
+fi
+export LLVM_COV=/usr/lib/llvm-19/bin/llvm-cov
+export LLVM_PROFDATA=/usr/lib/llvm-19/bin/llvm-profdata
+EC1_KERNEL="$(./target/release/ec1 kernel path)"
+export EC1_KERNEL
+
+log "tests under coverage (function coverage must stay at or above 85%)"
+cargo llvm-cov --workspace --locked --no-report
+cargo llvm-cov report --summary-only | tee target/coverage-summary.txt
+cargo llvm-cov report --fail-under-functions 85 >/dev/null
+fn_cov=$(awk '/^TOTAL/ {print $7}' target/coverage-summary.txt)
+
+log "schemathesis conformance run against a live ec1"
+bash crates/api/tests/schemathesis.sh ./target/release/ec1
+
+echo "function coverage: ${fn_cov}"
