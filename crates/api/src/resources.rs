@@ -25,16 +25,31 @@ pub struct VmResources {
     pub metrics: Option<MetricsConfig>,
 }
 
+/// Opens a file for reading and checks that it is a regular file (a directory opens
+/// fine on Linux but cannot be booted).
+fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::File::open(path)?;
+    if f.metadata()?.is_dir() {
+        return Err(std::io::Error::from_raw_os_error(libc::EISDIR));
+    }
+    Ok(f)
+}
+
 impl VmResources {
     /// Sets the boot source after checking, as Firecracker does at this moment, that the
     /// kernel and initrd can be opened and that the command line is valid.
     pub fn set_boot_source(&mut self, cfg: BootSourceConfig) -> Result<(), String> {
-        std::fs::File::open(&cfg.kernel_image_path)
-            .map_err(|e| format!("The kernel file cannot be opened: {e}"))?;
+        open_regular(cfg.kernel_image_path.as_ref()).map_err(|e| {
+            format!(
+                "The kernel file cannot be opened: {e} ({})",
+                cfg.kernel_image_path
+            )
+        })?;
         if let Some(initrd) = &cfg.initrd_path {
-            std::fs::File::open(initrd).map_err(|e| {
+            open_regular(initrd.as_ref()).map_err(|e| {
                 format!(
-                    "The initrd file cannot be opened due to invalid path or invalid permissions. {e}"
+                    "The initrd file cannot be opened due to invalid path or invalid permissions. {e} ({})",
+                    initrd
                 )
             })?;
         }

@@ -116,6 +116,10 @@ pub enum EngineArg {
 pub enum Command {
     /// Boot a fresh microVM, run a command in it, and exit with its status.
     Run(RunArgs),
+    /// Run a command in a running VM (started with --inject-agent).
+    Exec(ExecArgs),
+    /// Copy a file into or out of a running VM (started with --inject-agent).
+    Cp(CpArgs),
     /// The default guest kernel ec1 boots.
     Kernel {
         #[command(subcommand)]
@@ -151,6 +155,16 @@ pub struct RunArgs {
     /// Print the boot and command timings to stderr.
     #[arg(long)]
     pub timings: bool,
+    /// Extra kernel command-line arguments.
+    #[arg(long = "boot-arg", value_name = "ARG")]
+    pub boot_args: Vec<String>,
+    #[command(flatten)]
+    pub guest: GuestCommandArgs,
+}
+
+/// What to run in the guest, shared by `ec1 run` and `ec1 exec`.
+#[derive(Debug, Args, Clone, PartialEq)]
+pub struct GuestCommandArgs {
     /// Kill the command (and its process group) after this many seconds.
     #[arg(long)]
     pub timeout: Option<u64>,
@@ -160,12 +174,37 @@ pub struct RunArgs {
     /// Working directory of the command in the guest.
     #[arg(short = 'w', long)]
     pub workdir: Option<String>,
-    /// Extra kernel command-line arguments.
-    #[arg(long = "boot-arg", value_name = "ARG")]
-    pub boot_args: Vec<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
+}
+
+/// `ec1 exec`: a command in a VM that `ec1 --api-sock S --inject-agent` runs.
+#[derive(Debug, Args, Clone, PartialEq)]
+pub struct ExecArgs {
+    /// The API socket of the running ec1.
+    #[arg(long)]
+    pub api_sock: PathBuf,
+    /// Pass ec1's stdin to the command.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Run the command on a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    #[command(flatten)]
+    pub guest: GuestCommandArgs,
+}
+
+/// `ec1 cp`: copy a file into or out of a running VM; the guest side is `vm:PATH`.
+#[derive(Debug, Args, Clone, PartialEq)]
+pub struct CpArgs {
+    /// The API socket of the running ec1.
+    #[arg(long)]
+    pub api_sock: PathBuf,
+    /// Source: a host path, or `vm:PATH` in the guest.
+    pub src: String,
+    /// Destination: a host path, or `vm:PATH` in the guest.
+    pub dst: String,
 }
 
 /// `--mode` of `ec1 run`.
@@ -206,13 +245,40 @@ mod tests {
     #[test]
     fn every_firecracker_flag_is_accepted() {
         let c = parse(&[
-            "--api-sock", "/tmp/a.sock", "--id", "vm_1", "--config-file", "vm.json",
-            "--no-api", "--boot-timer", "--log-path", "log", "--level", "Debug",
-            "--module", "vmm", "--show-level", "--show-log-origin", "--metrics-path", "m",
-            "--http-api-max-payload-size", "1000", "--mmds-size-limit", "2000",
-            "--no-seccomp", "--seccomp-filter", "f.bpf", "--start-time-us", "1",
-            "--start-time-cpu-us", "2", "--parent-cpu-time-us", "3", "--enable-pci",
-            "--engine", "qemu-tcg",
+            "--api-sock",
+            "/tmp/a.sock",
+            "--id",
+            "vm_1",
+            "--config-file",
+            "vm.json",
+            "--no-api",
+            "--boot-timer",
+            "--log-path",
+            "log",
+            "--level",
+            "Debug",
+            "--module",
+            "vmm",
+            "--show-level",
+            "--show-log-origin",
+            "--metrics-path",
+            "m",
+            "--http-api-max-payload-size",
+            "1000",
+            "--mmds-size-limit",
+            "2000",
+            "--no-seccomp",
+            "--seccomp-filter",
+            "f.bpf",
+            "--start-time-us",
+            "1",
+            "--start-time-cpu-us",
+            "2",
+            "--parent-cpu-time-us",
+            "3",
+            "--enable-pci",
+            "--engine",
+            "qemu-tcg",
         ]);
         let v = c.vmm;
         assert_eq!(v.api_sock, PathBuf::from("/tmp/a.sock"));
@@ -245,25 +311,62 @@ mod tests {
     fn kernel_subcommands() {
         assert!(matches!(
             parse(&["kernel", "build"]).command,
-            Some(Command::Kernel { action: KernelAction::Build })
+            Some(Command::Kernel {
+                action: KernelAction::Build
+            })
         ));
         assert!(matches!(
             parse(&["kernel", "path"]).command,
-            Some(Command::Kernel { action: KernelAction::Path })
+            Some(Command::Kernel {
+                action: KernelAction::Path
+            })
         ));
     }
 
     #[test]
     fn run_arguments() {
-        let c = parse(&["run", "--vcpus", "2", "--mem", "512", "--timings", "-e", "A=b", "--", "sh", "-c", "exit 3"]);
-        let Some(Command::Run(r)) = c.command else { panic!("not run") };
+        let c = parse(&[
+            "run",
+            "--vcpus",
+            "2",
+            "--mem",
+            "512",
+            "--timings",
+            "-e",
+            "A=b",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ]);
+        let Some(Command::Run(r)) = c.command else {
+            panic!("not run")
+        };
         assert_eq!((r.vcpus, r.mem, r.timings), (2, 512, true));
-        assert_eq!(r.env, vec!["A=b".to_string()]);
-        assert_eq!(r.command, vec!["sh", "-c", "exit 3"]);
+        assert_eq!(r.guest.env, vec!["A=b".to_string()]);
+        assert_eq!(r.guest.command, vec!["sh", "-c", "exit 3"]);
         assert_eq!(r.mode, None);
-        assert!(Cli::try_parse_from(["ec1", "run"]).is_err(), "a command is required");
+        assert!(
+            Cli::try_parse_from(["ec1", "run"]).is_err(),
+            "a command is required"
+        );
         assert!(Cli::try_parse_from(["ec1", "run", "--vcpus", "0", "--", "true"]).is_err());
         assert!(Cli::try_parse_from(["ec1", "run", "--vcpus", "33", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn exec_and_cp_arguments() {
+        let c = parse(&["exec", "--api-sock", "/s", "-it", "--", "sh"]);
+        let Some(Command::Exec(e)) = c.command else {
+            panic!("not exec")
+        };
+        assert!(e.interactive && e.tty);
+        assert_eq!(e.guest.command, vec!["sh"]);
+        let c = parse(&["cp", "--api-sock", "/s", "a", "vm:/b"]);
+        let Some(Command::Cp(cp)) = c.command else {
+            panic!("not cp")
+        };
+        assert_eq!((cp.src.as_str(), cp.dst.as_str()), ("a", "vm:/b"));
     }
 
     #[test]

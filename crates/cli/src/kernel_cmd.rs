@@ -5,7 +5,9 @@ use crate::args::KernelAction;
 /// Runs a kernel subcommand; progress goes to stderr, the path to stdout (last line).
 pub fn run(action: KernelAction) -> i32 {
     let result = match action {
-        KernelAction::Build => ec1_guest::kernel::build(&mut |line| eprintln!("[ec1 kernel] {line}")),
+        KernelAction::Build => {
+            ec1_guest::kernel::build(&mut |line| eprintln!("[ec1 kernel] {line}"))
+        }
         KernelAction::Path => ec1_guest::kernel::path(),
     };
     match result {

@@ -2,12 +2,17 @@
 //! subcommands (`kernel`, `run`, `exec`, `cp`, ...).
 
 mod args;
+mod cp_cmd;
+mod exec_cmd;
 mod kernel_cmd;
 mod run_cmd;
 mod stdio;
 mod vmm_cmd;
 
-pub use args::{Cli, Command, EngineArg, FirecrackerArgs, KernelAction, ModeArg, RunArgs};
+pub use args::{
+    Cli, Command, CpArgs, EngineArg, ExecArgs, FirecrackerArgs, GuestCommandArgs, KernelAction,
+    ModeArg, RunArgs,
+};
 
 use clap::Parser;
 
@@ -28,6 +33,8 @@ fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Some(Command::Kernel { action }) => kernel_cmd::run(action),
         Some(Command::Run(args)) => run_cmd::run(&args),
+        Some(Command::Exec(args)) => exec_cmd::run(&args),
+        Some(Command::Cp(args)) => cp_cmd::run(&args),
         None => vmm_cmd::run(&cli.vmm),
     }
 }

@@ -2,9 +2,8 @@
 
 use crate::args::{ModeArg, RunArgs};
 use crate::stdio;
-use ec1_client::Command;
 use ec1_sandbox::{RootMode, Sandbox, SandboxOptions};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub fn run(args: &RunArgs) -> i32 {
     match run_inner(args) {
@@ -38,27 +37,8 @@ pub(crate) fn sandbox_options(args: &RunArgs) -> SandboxOptions {
     }
 }
 
-/// The guest command for `args`.
-pub(crate) fn command(args: &RunArgs) -> Result<Command, String> {
-    let (program, rest) = args.command.split_first().ok_or("no command given")?;
-    let mut cmd = Command::new(program).args(rest).stdin(true);
-    for kv in &args.env {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| format!("--env {kv:?} is not KEY=VALUE"))?;
-        cmd = cmd.env(k, v);
-    }
-    if let Some(dir) = &args.workdir {
-        cmd = cmd.cwd(dir);
-    }
-    if let Some(secs) = args.timeout {
-        cmd = cmd.timeout(Duration::from_secs(secs));
-    }
-    Ok(cmd)
-}
-
 fn run_inner(args: &RunArgs) -> Result<i32, Box<dyn std::error::Error>> {
-    let cmd = command(args)?;
+    let cmd = stdio::guest_command(&args.guest, true, None)?;
     let sandbox = Sandbox::boot(&sandbox_options(args))?;
     let t = Instant::now();
     let process = sandbox.client().spawn(&cmd)?;
@@ -96,18 +76,44 @@ mod tests {
         assert_eq!(o.mode, RootMode::Initramfs);
         let o = sandbox_options(&args(&["ec1", "run", "--rootfs", "x.img", "--", "true"]));
         assert_eq!(o.mode, RootMode::Rootfs);
-        let o = sandbox_options(&args(&["ec1", "run", "--rootfs", "x", "--mode", "handoff", "--", "true"]));
+        let o = sandbox_options(&args(&[
+            "ec1", "run", "--rootfs", "x", "--mode", "handoff", "--", "true",
+        ]));
         assert_eq!(o.mode, RootMode::Handoff);
-        let o = sandbox_options(&args(&["ec1", "run", "--rootfs", "x", "--mode", "initramfs", "--rootfs-ro", "--", "true"]));
+        let o = sandbox_options(&args(&[
+            "ec1",
+            "run",
+            "--rootfs",
+            "x",
+            "--mode",
+            "initramfs",
+            "--rootfs-ro",
+            "--",
+            "true",
+        ]));
         assert_eq!(o.mode, RootMode::Initramfs);
         assert!(o.rootfs_read_only);
     }
 
     #[test]
     fn command_carries_env_cwd_and_timeout() {
-        let c = command(&args(&["ec1", "run", "-e", "A=1", "-w", "/tmp", "--timeout", "5", "--", "ls", "-l"])).unwrap();
+        let a = args(&[
+            "ec1",
+            "run",
+            "-e",
+            "A=1",
+            "-w",
+            "/tmp",
+            "--timeout",
+            "5",
+            "--",
+            "ls",
+            "-l",
+        ]);
+        let c = stdio::guest_command(&a.guest, true, Some((24, 80))).unwrap();
         let r = c.request();
         assert_eq!(r.argv, vec![b"ls".to_vec(), b"-l".to_vec()]);
-        assert!(command(&args(&["ec1", "run", "-e", "novalue", "--", "ls"])).is_err());
+        let a = args(&["ec1", "run", "-e", "novalue", "--", "ls"]);
+        assert!(stdio::guest_command(&a.guest, false, None).is_err());
     }
 }

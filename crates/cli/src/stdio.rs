@@ -1,7 +1,36 @@
 //! Connecting a guest command's stdio to ec1's own, shared by `ec1 run` and `ec1 exec`.
 
-use ec1_client::{ExitStatus, Process};
+use crate::args::GuestCommandArgs;
+use ec1_client::{Command, ExitStatus, Process};
 use std::io::{Read, Write};
+use std::time::Duration;
+
+/// The guest command for `args`; `stdin` streams ec1's stdin, `pty` (rows, cols) runs
+/// it on a pseudo-terminal.
+pub fn guest_command(
+    args: &GuestCommandArgs,
+    stdin: bool,
+    pty: Option<(u16, u16)>,
+) -> Result<Command, String> {
+    let (program, rest) = args.command.split_first().ok_or("no command given")?;
+    let mut cmd = Command::new(program).args(rest).stdin(stdin);
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--env {kv:?} is not KEY=VALUE"))?;
+        cmd = cmd.env(k, v);
+    }
+    if let Some(dir) = &args.workdir {
+        cmd = cmd.cwd(dir);
+    }
+    if let Some(secs) = args.timeout {
+        cmd = cmd.timeout(Duration::from_secs(secs));
+    }
+    if let Some((rows, cols)) = pty {
+        cmd = cmd.pty(rows, cols);
+    }
+    Ok(cmd)
+}
 
 /// Streams ec1's stdin into the command (if it takes stdin) and its stdout/stderr to
 /// ec1's, each on its own thread so that neither stream can hold up the other; returns
@@ -26,8 +55,12 @@ pub fn stream(mut p: Process) -> Result<ExitStatus, ec1_client::Error> {
             let _ = stdin.close();
         });
     }
-    let out = p.stdout().map(|s| std::thread::spawn(move || copy(s, std::io::stdout())));
-    let err = p.stderr().map(|s| std::thread::spawn(move || copy(s, std::io::stderr())));
+    let out = p
+        .stdout()
+        .map(|s| std::thread::spawn(move || copy(s, std::io::stdout())));
+    let err = p
+        .stderr()
+        .map(|s| std::thread::spawn(move || copy(s, std::io::stderr())));
     for t in [out, err].into_iter().flatten() {
         let _ = t.join();
     }

@@ -31,13 +31,15 @@ pub fn ignored_flag_notes(a: &FirecrackerArgs) -> Vec<String> {
 pub fn run_options(a: &FirecrackerArgs) -> RunOptions {
     let choice: AccelChoice = a.engine.into();
     let inject = a.inject_agent.then(|| agent_socket_for(&a.api_sock));
-    let factory: ec1_api::EngineFactory = Arc::new(move |_spec: &VmSpec| -> Result<Arc<dyn Engine>, EngineError> {
-        let engine = make_engine(choice)?;
-        Ok(match &inject {
-            Some(socket) => Arc::new(InjectAgent::new(engine, socket.clone())),
-            None => engine,
-        })
-    });
+    let factory: ec1_api::EngineFactory = Arc::new(
+        move |_spec: &VmSpec| -> Result<Arc<dyn Engine>, EngineError> {
+            let engine = make_engine(choice)?;
+            Ok(match &inject {
+                Some(socket) => Arc::new(InjectAgent::new(engine, socket.clone())),
+                None => engine,
+            })
+        },
+    );
     let mut o = RunOptions::new("qemu", factory);
     o.api_sock = (!a.no_api).then(|| a.api_sock.clone());
     o.config_file = a.config_file.clone();
@@ -92,18 +94,37 @@ mod tests {
     #[test]
     fn options_carry_every_flag() {
         let o = run_options(&fc(&[
-            "--api-sock", "/tmp/x.sock", "--id", "a1", "--boot-timer", "--level", "Debug",
-            "--http-api-max-payload-size", "4096", "--start-time-us", "7", "--no-seccomp",
+            "--api-sock",
+            "/tmp/x.sock",
+            "--id",
+            "a1",
+            "--boot-timer",
+            "--level",
+            "Debug",
+            "--http-api-max-payload-size",
+            "4096",
+            "--start-time-us",
+            "7",
+            "--no-seccomp",
         ]));
         assert_eq!(o.api_sock, Some("/tmp/x.sock".into()));
         assert_eq!(o.id, "a1");
         assert!(o.boot_timer);
         assert_eq!(o.level.as_deref(), Some("Debug"));
         assert_eq!(o.http_api_max_payload_size, 4096);
-        assert_eq!(o.mmds_size_limit, 4096, "Firecracker defaults the MMDS limit to the payload limit");
+        assert_eq!(
+            o.mmds_size_limit, 4096,
+            "Firecracker defaults the MMDS limit to the payload limit"
+        );
         assert_eq!(o.start_time_us, Some(7));
         assert_eq!(o.startup_notes.len(), 1);
-        let o = run_options(&fc(&["--no-api", "--config-file", "c.json", "--mmds-size-limit", "9"]));
+        let o = run_options(&fc(&[
+            "--no-api",
+            "--config-file",
+            "c.json",
+            "--mmds-size-limit",
+            "9",
+        ]));
         assert_eq!(o.api_sock, None);
         assert_eq!(o.mmds_size_limit, 9);
     }
@@ -118,6 +139,9 @@ mod tests {
     #[test]
     fn notes_for_flags_without_effect() {
         assert!(ignored_flag_notes(&fc(&[])).is_empty());
-        assert_eq!(ignored_flag_notes(&fc(&["--enable-pci", "--seccomp-filter", "f"])).len(), 2);
+        assert_eq!(
+            ignored_flag_notes(&fc(&["--enable-pci", "--seccomp-filter", "f"])).len(),
+            2
+        );
     }
 }

@@ -19,7 +19,10 @@ struct Case {
 
 impl Case {
     fn new() -> Case {
-        let dir = tempfile::Builder::new().prefix("ec1-cli-test").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("ec1-cli-test")
+            .tempdir()
+            .unwrap();
         std::fs::copy(test_initramfs(), dir.path().join("initrd.cpio")).unwrap();
         Case { dir }
     }
@@ -56,12 +59,16 @@ impl Case {
 
     /// Runs ec1 to completion, killing it after `limit`.
     fn run(&self, mut cmd: Command, limit: Duration) -> Output {
-        let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let pid = child.id();
         let watchdog = std::thread::spawn(move || {
             std::thread::sleep(limit);
             // SAFETY: kill(2) on a pid we spawned; harmless if it has already exited.
-            unsafe { libc_kill(pid as i32, 9) };
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         });
         let out = child.wait_with_output().unwrap();
         drop(watchdog); // detached; a late kill hits a reaped pid only if reused, which
@@ -76,13 +83,12 @@ impl Case {
             let p = processes_matching(&needle);
             p.is_empty().then_some(())
         });
-        assert!(left.is_some(), "engine processes left behind: {:?}", processes_matching(&needle));
+        assert!(
+            left.is_some(),
+            "engine processes left behind: {:?}",
+            processes_matching(&needle)
+        );
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 fn text(b: &[u8]) -> String {
@@ -94,11 +100,20 @@ fn boots_reports_two_vcpus_and_memory_and_exits_zero_on_reboot() {
     let case = Case::new();
     let cfg = case.write_config(&case.config("reboot", 2, 256));
     let log = case.path("fc.log");
+    std::fs::write(&log, b"").unwrap(); // Firecracker's logger opens an existing file or FIFO
     let mut cmd = case.command(&cfg);
-    cmd.arg("--boot-timer").arg("--log-path").arg(&log).args(["--level", "Info"]);
+    cmd.arg("--boot-timer")
+        .arg("--log-path")
+        .arg(&log)
+        .args(["--level", "Info"]);
     let out = case.run(cmd, Duration::from_secs(60));
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "status {:?}\nstdout:\n{stdout}\nstderr:\n{}", out.status, text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        text(&out.stderr)
+    );
     assert!(stdout.contains("EC1TEST marker"), "{stdout}");
     assert!(stdout.contains("EC1TEST cpus=2 "), "{stdout}");
     let mem_kib: u64 = stdout
@@ -108,14 +123,22 @@ fn boots_reports_two_vcpus_and_memory_and_exits_zero_on_reboot() {
         .and_then(|s| s.parse().ok())
         .expect("mem_kib reported");
     // The kernel keeps a few MiB for itself; MemTotal is just under the configured size.
-    assert!((200 * 1024..=256 * 1024).contains(&mem_kib), "mem_kib={mem_kib}");
+    assert!(
+        (200 * 1024..=256 * 1024).contains(&mem_kib),
+        "mem_kib={mem_kib}"
+    );
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     let line = log_text
         .lines()
         .find(|l| l.contains("Guest-boot-time ="))
         .unwrap_or_else(|| panic!("no boot-time line in the log:\n{log_text}"));
     // Firecracker's format: `Guest-boot-time = {us} us {ms} ms, {cpu_us} CPU us {cpu_ms} CPU ms`.
-    let words: Vec<&str> = line.split("Guest-boot-time =").nth(1).unwrap().split_whitespace().collect();
+    let words: Vec<&str> = line
+        .split("Guest-boot-time =")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
     assert_eq!(words[1], "us", "{line}");
     assert_eq!(words[3], "ms,", "{line}");
     assert_eq!(&words[5..], ["CPU", "us", words[7], "CPU", "ms"], "{line}");
@@ -133,7 +156,12 @@ fn one_vcpu_and_a_guest_panic_also_end_ec1_with_zero() {
     let cfg = case.write_config(&case.config("exit", 1, 128));
     let out = case.run(case.command(&cfg), Duration::from_secs(60));
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{:?}\n{stdout}\n{}", out.status, text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
     assert!(stdout.contains("EC1TEST cpus=1 "), "{stdout}");
     case.assert_no_engine_left();
 }
@@ -142,7 +170,12 @@ fn one_vcpu_and_a_guest_panic_also_end_ec1_with_zero() {
 fn kill_9_of_ec1_leaves_no_engine_behind() {
     let case = Case::new();
     let cfg = case.write_config(&case.config("hang", 1, 128));
-    let mut child: Child = case.command(&cfg).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child: Child = case
+        .command(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -158,7 +191,10 @@ fn kill_9_of_ec1_leaves_no_engine_behind() {
     child.kill().unwrap(); // SIGKILL: ec1 gets no chance to clean up
     child.wait().unwrap();
     assert!(ticked.is_ok(), "the guest never ran");
-    assert!(!engines_before.is_empty(), "expected a running engine process");
+    assert!(
+        !engines_before.is_empty(),
+        "expected a running engine process"
+    );
     case.assert_no_engine_left();
 }
 
@@ -224,12 +260,23 @@ fn malformed_json_and_missing_config_file_are_errors() {
     assert!(!out.status.success());
     assert!(!text(&out.stderr).trim().is_empty());
 
-    let out = case.run(case.command(&case.path("absent.json")), Duration::from_secs(30));
+    let out = case.run(
+        case.command(&case.path("absent.json")),
+        Duration::from_secs(30),
+    );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("absent.json"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("absent.json"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // --no-api needs a config file, as in Firecracker.
-    let out = Command::new(EC1).arg("--no-api").stdin(Stdio::null()).output().unwrap();
+    let out = Command::new(EC1)
+        .arg("--no-api")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     case.assert_no_engine_left();
 }

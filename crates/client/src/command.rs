@@ -118,7 +118,16 @@ mod tests {
             .stdin(true)
             .timeout(Duration::from_millis(1500));
         let r = c.request();
-        assert_eq!(r.argv, vec![b"sh".to_vec(), b"-c".to_vec(), b"exit 3".to_vec(), b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            r.argv,
+            vec![
+                b"sh".to_vec(),
+                b"-c".to_vec(),
+                b"exit 3".to_vec(),
+                b"a".to_vec(),
+                b"b".to_vec()
+            ]
+        );
         assert_eq!(r.env, vec![(b"K".to_vec(), b"V".to_vec())]);
         assert_eq!(r.cwd.as_deref(), Some(&b"/tmp"[..]));
         assert_eq!((r.uid, r.gid), (Some(1), Some(2)));

@@ -151,8 +151,7 @@ impl Client {
                 ReadEvent::Frame(raw) => match Frame::parse(raw) {
                     // Anything else is left over from an earlier connection.
                     Ok(Frame::Control {
-                        msg: Msg::Ready(r),
-                        ..
+                        msg: Msg::Ready(r), ..
                     }) if r.nonce == nonce => break r,
                     Ok(Frame::Control {
                         session: 0,
@@ -283,7 +282,13 @@ impl Inner {
     pub(crate) fn send_data(&self, kind: Kind, session: u32, data: &[u8], eof: bool) -> Result<()> {
         self.check_alive()?;
         let flags = if eof { ec1_proto::FLAG_EOF } else { 0 };
-        let r = write_frame(&mut *self.writer.lock().unwrap(), kind, flags, session, data);
+        let r = write_frame(
+            &mut *self.writer.lock().unwrap(),
+            kind,
+            flags,
+            session,
+            data,
+        );
         r.map_err(|e| self.broken(e))
     }
 
@@ -306,7 +311,13 @@ impl Inner {
                 *d = Some(why.clone());
             }
         }
-        let all: Vec<_> = self.sessions.lock().unwrap().drain().map(|(_, s)| s).collect();
+        let all: Vec<_> = self
+            .sessions
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
         for s in all {
             s.finish(End::Failed(FailReason::Disconnected(why.clone())));
         }
@@ -409,7 +420,13 @@ impl Inner {
                 }
             }
             Msg::Reset { reason } => {
-                let all: Vec<_> = self.sessions.lock().unwrap().drain().map(|(_, s)| s).collect();
+                let all: Vec<_> = self
+                    .sessions
+                    .lock()
+                    .unwrap()
+                    .drain()
+                    .map(|(_, s)| s)
+                    .collect();
                 for s in all {
                     s.finish(End::Failed(FailReason::Reset(reason.clone())));
                 }
@@ -434,7 +451,9 @@ impl Inner {
                     s.cv.notify_all();
                 }
             }
-            Msg::Exited { how, timed_out } => self.end_session(session, End::Exited(how, timed_out)),
+            Msg::Exited { how, timed_out } => {
+                self.end_session(session, End::Exited(how, timed_out))
+            }
             Msg::UploadDone { bytes } => self.end_session(session, End::UploadDone(bytes)),
             Msg::Error { code, message } => {
                 if session != 0 {

@@ -88,7 +88,10 @@ impl Client {
     /// Copies the guest file `remote` to `local` (written to a temporary file beside
     /// it, then renamed), with the guest file's permission bits.
     pub fn download(&self, remote: &str, local: &Path) -> Result<FileMeta> {
-        let dir = local.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = local
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
             ".{}.ec1-download-{}",
             local.file_name().unwrap_or_default().to_string_lossy(),

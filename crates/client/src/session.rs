@@ -209,7 +209,13 @@ mod tests {
         assert!(s.lock().stdout.eof);
         let e = FailReason::Remote(ErrorCode::NotFound, "x".into()).to_error();
         assert_eq!(e.remote_code(), Some(ErrorCode::NotFound));
-        assert!(matches!(FailReason::Disconnected("d".into()).to_error(), Error::Disconnected(_)));
-        assert!(matches!(FailReason::Reset("r".into()).to_error(), Error::ChannelReset(_)));
+        assert!(matches!(
+            FailReason::Disconnected("d".into()).to_error(),
+            Error::Disconnected(_)
+        ));
+        assert!(matches!(
+            FailReason::Reset("r".into()).to_error(),
+            Error::ChannelReset(_)
+        ));
     }
 }

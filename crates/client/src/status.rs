@@ -38,7 +38,13 @@ impl ExitStatus {
 
     /// Whether it dumped core.
     pub fn core_dumped(&self) -> bool {
-        matches!(self.how, Termination::Signal { core_dumped: true, .. })
+        matches!(
+            self.how,
+            Termination::Signal {
+                core_dumped: true,
+                ..
+            }
+        )
     }
 
     /// Whether the agent killed it because its timeout passed.
@@ -99,7 +105,10 @@ mod tests {
         assert_eq!(k.signal(), Some(9));
         assert!(k.core_dumped() && k.timed_out());
         assert_eq!(k.shell_code(), 137);
-        assert_eq!(k.to_string(), "killed by signal 9 (core dumped) after its timeout");
+        assert_eq!(
+            k.to_string(),
+            "killed by signal 9 (core dumped) after its timeout"
+        );
         assert_eq!(ExitStatus::new(Termination::Code(3), false).shell_code(), 3);
         assert!(!ExitStatus::new(Termination::Code(0), true).success());
     }

@@ -44,7 +44,11 @@ fn start() -> Fixture {
 impl Fixture {
     /// Drops the client and waits for the server to notice and stop.
     fn stop(mut self) -> Server {
-        let Fixture { client, thread, server } = &mut self;
+        let Fixture {
+            client,
+            thread,
+            server,
+        } = &mut self;
         drop(std::mem::replace(client, dummy_client()));
         thread.take().unwrap().join().unwrap().unwrap();
         server.clone()
@@ -95,10 +99,16 @@ fn exit_codes_and_signals() {
     let o = sh(&f.client, "kill -TERM $$");
     assert_eq!(o.status.signal(), Some(15));
     assert_eq!(o.status.shell_code(), 143);
-    let e = f.client.output(&Command::new("no-such-command-ec1")).unwrap_err();
+    let e = f
+        .client
+        .output(&Command::new("no-such-command-ec1"))
+        .unwrap_err();
     assert_eq!(e.remote_code(), Some(ErrorCode::NotFound), "{e}");
     assert!(e.to_string().contains("command not found"), "{e}");
-    let e = f.client.output(&Command::new("true").cwd("/nonexistent-dir")).unwrap_err();
+    let e = f
+        .client
+        .output(&Command::new("true").cwd("/nonexistent-dir"))
+        .unwrap_err();
     assert!(matches!(e, Error::Remote { .. }), "{e}");
     f.stop();
 }
@@ -132,7 +142,9 @@ fn stdin_is_streamed_with_backpressure() {
         .unwrap();
     let mut stdin = p.stdin().unwrap();
     let mut stdout = p.stdout().unwrap();
-    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 2654435761u32 >> 13) as u8).collect();
+    let data: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i * 2654435761u32 >> 13) as u8)
+        .collect();
     let want = format!("{:x}", Sha256::digest(&data));
     let t = std::thread::spawn(move || {
         stdin.write_all(&data).unwrap();
@@ -156,7 +168,10 @@ fn many_concurrent_sessions() {
                 let o = c
                     .output(&Command::shell(format!("echo $((6*{i})); exit {}", i % 4)))
                     .unwrap();
-                assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), (6 * i).to_string());
+                assert_eq!(
+                    String::from_utf8_lossy(&o.stdout).trim(),
+                    (6 * i).to_string()
+                );
                 assert_eq!(o.status.code(), Some(i % 4));
             })
         })
@@ -173,10 +188,7 @@ fn timeouts_kill_the_whole_group() {
     let t = Instant::now();
     let o = f
         .client
-        .output(
-            &Command::shell("sleep 30 & echo $!; sleep 30")
-                .timeout(Duration::from_millis(300)),
-        )
+        .output(&Command::shell("sleep 30 & echo $!; sleep 30").timeout(Duration::from_millis(300)))
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert!(o.status.timed_out());
@@ -185,7 +197,11 @@ fn timeouts_kill_the_whole_group() {
     // The background child was in the group: it is gone too.
     std::thread::sleep(Duration::from_millis(100));
     // SAFETY: signal 0 only checks for existence.
-    assert_eq!(unsafe { libc::kill(child, 0) }, -1, "child {child} survived");
+    assert_eq!(
+        unsafe { libc::kill(child, 0) },
+        -1,
+        "child {child} survived"
+    );
     f.stop();
 }
 
@@ -194,7 +210,9 @@ fn signals_reach_the_command() {
     let f = start();
     let mut p = f
         .client
-        .spawn(&Command::shell("trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.05; done"))
+        .spawn(&Command::shell(
+            "trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.05; done",
+        ))
         .unwrap();
     let mut out = p.stdout().unwrap();
     let mut buf = [0u8; 6];
@@ -232,21 +250,34 @@ fn files_round_trip_with_their_mode() {
     assert_eq!(m.mode, 0o751);
     assert_eq!(m.size, data.len() as u64);
     assert_eq!(std::fs::read(&back).unwrap(), data);
-    assert_eq!(std::fs::metadata(&back).unwrap().permissions().mode() & 0o7777, 0o751);
+    assert_eq!(
+        std::fs::metadata(&back).unwrap().permissions().mode() & 0o7777,
+        0o751
+    );
     // Errors name the file, and leave nothing behind.
-    let e = f.client.download("/nonexistent/x", &d.path().join("y")).unwrap_err();
-    assert_eq!(e.remote_code(), Some(ErrorCode::NotFound), "{e}");
-    assert!(!d.path().join("y").exists());
-    let e = f.client.download(d.path().to_str().unwrap(), &d.path().join("y")).unwrap_err();
-    assert!(e.to_string().contains("not a regular file"), "{e}");
     let e = f
         .client
-        .upload(&src, "/nonexistent-dir/file")
+        .download("/nonexistent/x", &d.path().join("y"))
         .unwrap_err();
+    assert_eq!(e.remote_code(), Some(ErrorCode::NotFound), "{e}");
+    assert!(!d.path().join("y").exists());
+    let e = f
+        .client
+        .download(d.path().to_str().unwrap(), &d.path().join("y"))
+        .unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    let e = f.client.upload(&src, "/nonexistent-dir/file").unwrap_err();
     assert!(e.to_string().contains("nonexistent-dir"), "{e}");
-    let e = f.client.upload(&d.path().join("missing"), "/tmp/x").unwrap_err();
+    let e = f
+        .client
+        .upload(&d.path().join("missing"), "/tmp/x")
+        .unwrap_err();
     assert!(matches!(e, Error::File { .. }), "{e}");
-    let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(names.len(), 3, "{names:?}");
     f.stop();
 }
@@ -269,7 +300,11 @@ fn a_pty_session_has_a_terminal() {
     // Resizing and typing into it.
     let mut p = f
         .client
-        .spawn(&Command::shell("read line; stty size; echo got:$line").pty(10, 20).stdin(true))
+        .spawn(
+            &Command::shell("read line; stty size; echo got:$line")
+                .pty(10, 20)
+                .stdin(true),
+        )
         .unwrap();
     p.resize(40, 120).unwrap();
     let mut stdin = p.stdin().unwrap();
@@ -328,7 +363,9 @@ fn malformed_frames_close_only_their_session() {
 fn lost_framing_resets_and_the_agent_carries_on() {
     let f = start();
     let mut victim = f.client.spawn(&Command::new("sleep").arg("30")).unwrap();
-    f.client.send_raw(b"\x01\x02 this is not a frame header at all ....").unwrap();
+    f.client
+        .send_raw(b"\x01\x02 this is not a frame header at all ....")
+        .unwrap();
     let e = victim.wait().unwrap_err();
     assert!(matches!(e, Error::ChannelReset(_)), "{e}");
     // New sessions work after the reset.
@@ -339,7 +376,10 @@ fn lost_framing_resets_and_the_agent_carries_on() {
 #[test]
 fn disconnecting_mid_stream_kills_the_sessions() {
     let f = start();
-    let mut p = f.client.spawn(&Command::shell("echo $$; exec yes")).unwrap();
+    let mut p = f
+        .client
+        .spawn(&Command::shell("echo $$; exec yes"))
+        .unwrap();
     let mut out = p.stdout().unwrap();
     let mut line = Vec::new();
     let mut b = [0u8; 1];
@@ -360,13 +400,20 @@ fn disconnecting_mid_stream_kills_the_sessions() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, 0) }, -1, "`yes` (pid {pid}) survived");
+    assert_eq!(
+        unsafe { libc::kill(pid, 0) },
+        -1,
+        "`yes` (pid {pid}) survived"
+    );
 }
 
 #[test]
 fn dropping_a_process_kills_it() {
     let f = start();
-    let p = f.client.spawn(&Command::shell("echo $$; exec sleep 30")).unwrap();
+    let p = f
+        .client
+        .spawn(&Command::shell("echo $$; exec sleep 30"))
+        .unwrap();
     let pid = p.id() as i32;
     drop(p);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -428,13 +475,18 @@ fn an_incompatible_host_is_told_so() {
 fn the_handshake_times_out_without_an_agent() {
     let (_a, b) = UnixStream::pair().unwrap();
     let t = Instant::now();
-    let e = Client::handshake(b, Duration::from_millis(200)).err().unwrap();
+    let e = Client::handshake(b, Duration::from_millis(200))
+        .err()
+        .unwrap();
     assert!(matches!(e, Error::ReadyTimeout(_)), "{e}");
     assert!(t.elapsed() < Duration::from_secs(5));
     let (a, b) = UnixStream::pair().unwrap();
     drop(a);
     let e = Client::handshake(b, Duration::from_secs(5)).err().unwrap();
-    assert!(matches!(e, Error::Disconnected(_) | Error::Io { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Disconnected(_) | Error::Io { .. }),
+        "{e}"
+    );
     let e = Client::connect(
         "/nonexistent/agent.sock".as_ref(),
         &ec1_client::ConnectOptions {

@@ -250,7 +250,7 @@ impl QemuEngine {
                 args,
                 pass_fds: vec![OwnedFd::from(listener), OwnedFd::from(boot_qemu)],
                 inherit_stdio: spec.serial == SerialOut::Stdio,
-                thread_name: format!("ec1-qemu-{}", spec.id),
+                thread_name: thread_name(&spec.id),
             },
             on_exit,
         )?;
@@ -316,6 +316,17 @@ impl QemuEngine {
             qmp_path,
         }))
     }
+}
+
+/// The supervisor thread's name: `ec1-qemu-` and the start of the VM id (Linux keeps
+/// 15 bytes of a thread name, and a NUL in it would be refused).
+fn thread_name(id: &str) -> String {
+    let id: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(6)
+        .collect();
+    format!("ec1-qemu-{id}")
 }
 
 /// Cleans up after a start that failed once QEMU was spawned, and says why it failed:
@@ -476,5 +487,25 @@ impl Drop for QemuEngine {
         if let Err(e) = self.stop() {
             log::error!("stopping the guest on drop: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_names_are_short_and_safe() {
+        assert_eq!(thread_name("vm1"), "ec1-qemu-vm1");
+        assert_eq!(thread_name("a\0b/c d-long-name"), "ec1-qemu-abcd-l");
+        assert!(thread_name("\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}").len() <= 15);
+    }
+
+    #[test]
+    fn default_options_fit_ec1() {
+        let o = QemuOptions::default();
+        assert_eq!(o.binary, None);
+        assert_eq!(o.firmware, PathBuf::from(crate::DEFAULT_FIRMWARE));
+        assert!(o.stop_grace < o.start_timeout);
     }
 }

@@ -220,6 +220,12 @@ fn guest_boots_reports_and_shuts_down() {
     let d = dir.path();
     let mut s = spec(d, "");
     s.vcpus = 2;
+    s.smt = true;
+    // Guest RAM in a shared file, as a snapshot template would have it.
+    s.memory = MemoryBacking::File {
+        path: d.join("guest.ram"),
+        shared: true,
+    };
     s.drives = vec![DriveSpec {
         id: "rootfs".into(),
         path: image(d, "a.img", b'A', 1 << 20),
@@ -259,6 +265,9 @@ fn guest_boots_reports_and_shuts_down() {
         s.kernel.display()
     );
     assert_eq!(events.boot_signals(), 1, "serial:\n{out}");
+    if let Some(EngineEvent::GuestBootSignal { at }) = events.0.lock().unwrap().first() {
+        eprintln!("boot signal {:?} after start() was called", *at - t0);
+    }
     events.assert_single_exit(&ExitReason::GuestShutdown);
     assert_eq!(e.qemu_pid(), None);
     e.stop().unwrap();
@@ -276,7 +285,18 @@ fn pause_resume_media_change_and_ctrl_alt_del() {
         path: image(d, "a.img", b'A', 1 << 20),
         read_only: false,
         cache: CacheType::Writeback,
-        rate_limit: None,
+        rate_limit: Some(RateLimit {
+            bandwidth: Some(TokenBucket {
+                size: 1 << 20,
+                one_time_burst: 1 << 20,
+                refill_time_ms: 1000,
+            }),
+            ops: Some(TokenBucket {
+                size: 100,
+                one_time_burst: 0,
+                refill_time_ms: 1000,
+            }),
+        }),
     }];
     s.agent_socket = Some(d.join("agent.sock"));
     let events = Events::default();
@@ -310,7 +330,17 @@ fn pause_resume_media_change_and_ctrl_alt_del() {
         serial(d).len() > paused_len
     });
 
-    // Throttling, as QEMU reports it.
+    // Throttling, as QEMU reports it: first from the command line, then updated.
+    let throttle = || {
+        let blocks = e.qmp(&qapi::qmp::query_block {}).unwrap();
+        let blk = blocks
+            .into_iter()
+            .find(|b| b.qdev.as_deref() == Some("blk0"))
+            .and_then(|b| b.inserted)
+            .expect("drive blk0 is in query-block");
+        (blk.bps, blk.bps_max, blk.iops)
+    };
+    assert_eq!(throttle(), (1 << 20, Some(2 << 20), 100));
     e.update_drive(&DriveUpdate {
         id: "data".into(),
         path: None,
@@ -324,13 +354,8 @@ fn pause_resume_media_change_and_ctrl_alt_del() {
         }),
     })
     .unwrap();
-    let blocks = e.qmp(&qapi::qmp::query_block {}).unwrap();
-    let blk = blocks
-        .iter()
-        .find(|b| b.qdev.as_deref() == Some("blk0"))
-        .and_then(|b| b.inserted.as_ref())
-        .expect("drive blk0 is in query-block");
-    assert_eq!((blk.bps, blk.iops), (10_000_000, 0));
+    assert_eq!(throttle().0, 10_000_000);
+    assert_eq!(throttle().2, 0);
 
     // A new medium of another size: the guest reads the new data and sees the new size.
     let b = image(d, "b.img", b'B', 2 << 20);
@@ -425,7 +450,10 @@ fn stop_ends_a_running_guest() {
     let t0 = Instant::now();
     e.stop().unwrap();
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
     assert!(!process_alive(pid));
     events.assert_single_exit(&ExitReason::Stopped);
 }

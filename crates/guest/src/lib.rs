@@ -4,3 +4,4 @@
 pub mod agent;
 pub mod initramfs;
 pub mod kernel;
+pub mod lock;

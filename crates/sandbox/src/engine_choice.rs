@@ -6,7 +6,8 @@ use std::sync::Arc;
 /// An engine for `choice` on this host: QEMU with KVM where it is usable hardware
 /// virtualization, QEMU with TCG elsewhere.
 pub fn make_engine(choice: AccelChoice) -> Result<Arc<dyn Engine>, EngineError> {
-    let accel = detect_accel(choice, &HostProbe::default()).map_err(EngineError::AccelUnavailable)?;
+    let accel =
+        detect_accel(choice, &HostProbe::default()).map_err(EngineError::AccelUnavailable)?;
     let engine = ec1_engine_qemu::QemuEngine::new(accel, ec1_engine_qemu::QemuOptions::default())?;
     Ok(Arc::new(engine))
 }

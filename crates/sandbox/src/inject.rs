@@ -35,7 +35,8 @@ impl InjectAgent {
 
     /// `spec` with the agent archive appended to its initrd and the channel added.
     pub fn inject(&self, spec: &VmSpec) -> Result<VmSpec, EngineError> {
-        let opts = initramfs::Options::from_env().map_err(|e| EngineError::InvalidSpec(e.to_string()))?;
+        let opts =
+            initramfs::Options::from_env().map_err(|e| EngineError::InvalidSpec(e.to_string()))?;
         let initrd = initramfs::combined_initrd(spec.initrd.as_deref(), &opts)
             .map_err(|e| EngineError::InvalidSpec(format!("injecting ec1's agent: {e}")))?;
         // A stale socket from an earlier run would make the engine fail to listen.
@@ -78,7 +79,12 @@ impl Engine for InjectAgent {
     fn snapshot(&self, target: &SnapshotTarget) -> Result<(), EngineError> {
         self.inner.snapshot(target)
     }
-    fn restore(&self, spec: &VmSpec, source: &SnapshotSource, events: EventSink) -> Result<(), EngineError> {
+    fn restore(
+        &self,
+        spec: &VmSpec,
+        source: &SnapshotSource,
+        events: EventSink,
+    ) -> Result<(), EngineError> {
         self.inner.restore(spec, source, events)
     }
     fn update_drive(&self, update: &DriveUpdate) -> Result<(), EngineError> {

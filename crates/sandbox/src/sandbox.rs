@@ -1,8 +1,6 @@
 use crate::{make_engine, BootTimings, SandboxError};
 use ec1_client::{Client, ConnectOptions};
-use ec1_engine::{
-    AccelChoice, CacheType, DriveSpec, Engine, MemoryBacking, SerialOut, VmSpec,
-};
+use ec1_engine::{AccelChoice, CacheType, DriveSpec, Engine, MemoryBacking, SerialOut, VmSpec};
 use ec1_guest::initramfs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,7 +79,8 @@ impl Sandbox {
             Some(k) => k.clone(),
             None => ec1_guest::kernel::path()?,
         };
-        let initrd = initramfs::combined_initrd(opts.initrd.as_deref(), &initramfs::Options::from_env()?)?;
+        let initrd =
+            initramfs::combined_initrd(opts.initrd.as_deref(), &initramfs::Options::from_env()?)?;
         let run_dir = tempfile::Builder::new()
             .prefix("ec1-sandbox-")
             .tempdir()
@@ -261,11 +260,20 @@ mod tests {
         let s = spec(&o).unwrap();
         assert_eq!(s.drives.len(), 1);
         assert!(s.drives[0].read_only);
-        assert!(s.cmdline.ends_with(" ec1.mode=root ec1.root=/dev/vda ro x=1"), "{}", s.cmdline);
+        assert!(
+            s.cmdline
+                .ends_with(" ec1.mode=root ec1.root=/dev/vda ro x=1"),
+            "{}",
+            s.cmdline
+        );
         o.mode = RootMode::Handoff;
         o.rootfs_read_only = false;
         let s = spec(&o).unwrap();
-        assert!(s.cmdline.contains(" ec1.mode=handoff ec1.root=/dev/vda rw"), "{}", s.cmdline);
+        assert!(
+            s.cmdline.contains(" ec1.mode=handoff ec1.root=/dev/vda rw"),
+            "{}",
+            s.cmdline
+        );
     }
 
     #[test]

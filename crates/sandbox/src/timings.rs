@@ -53,7 +53,10 @@ mod tests {
             total: Duration::from_millis(431),
         };
         let s = t.to_string();
-        assert!(s.starts_with("boot 431.0 ms = prepare 1.0 + engine start 30.0 + guest 400.0"), "{s}");
+        assert!(
+            s.starts_with("boot 431.0 ms = prepare 1.0 + engine start 30.0 + guest 400.0"),
+            "{s}"
+        );
         assert!(s.contains("kernel 350.0"), "{s}");
     }
 }

@@ -18,8 +18,9 @@ pub fn kernel() -> PathBuf {
     if let Some(k) = std::env::var_os("EC1_KERNEL") {
         return PathBuf::from(k);
     }
-    ec1_guest::kernel::path()
-        .unwrap_or_else(|e| panic!("no guest kernel for the tests ({e}); run `ec1 kernel build` or set EC1_KERNEL"))
+    ec1_guest::kernel::path().unwrap_or_else(|e| {
+        panic!("no guest kernel for the tests ({e}); run `ec1 kernel build` or set EC1_KERNEL")
+    })
 }
 
 /// A per-workspace scratch directory for built test artefacts.
@@ -38,7 +39,10 @@ fn short_hash(bytes: &[u8]) -> String {
 
 /// Builds `fixtures/test_init.rs` into a static binary (once per source version).
 pub fn test_init_binary() -> PathBuf {
-    let out = artefact_dir().join(format!("test-init-{}", short_hash(TEST_INIT_SOURCE.as_bytes())));
+    let out = artefact_dir().join(format!(
+        "test-init-{}",
+        short_hash(TEST_INIT_SOURCE.as_bytes())
+    ));
     if out.is_file() {
         return out;
     }
@@ -46,7 +50,14 @@ pub fn test_init_binary() -> PathBuf {
     std::fs::write(&src, TEST_INIT_SOURCE).expect("writing the test init source");
     let tmp = out.with_extension(format!("tmp{}", std::process::id()));
     let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-        .args(["-C", "target-feature=+crt-static", "-C", "opt-level=s", "-C", "strip=symbols"])
+        .args([
+            "-C",
+            "target-feature=+crt-static",
+            "-C",
+            "opt-level=s",
+            "-C",
+            "strip=symbols",
+        ])
         .arg("-o")
         .arg(&tmp)
         .arg(&src)
@@ -140,4 +151,67 @@ mod tests {
         assert!(processes_matching(name).contains(&me));
         assert!(!processes_matching("ec1-no-such-process-xyz-123").contains(&me));
     }
+}
+
+/// One HTTP/1.1 request over a Unix socket, as a Firecracker client sends it; returns
+/// the status code and the body. Bounded by a 60 s read timeout (InstanceStart waits
+/// for a boot).
+pub fn http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Spawns `cmd` so that it is killed when the test process exits, even if the test
+/// harness never drops the child (a shared fixture in a `static`).
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked dies, so the fork happens on
+/// one thread that lives as long as the process.
+pub fn spawn_tied(mut cmd: Command) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::{Mutex, OnceLock};
+    type Job = (Command, Sender<std::io::Result<std::process::Child>>);
+    static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = channel::<Job>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = channel();
+    spawner.lock().unwrap().send((cmd, tx)).unwrap();
+    rx.recv().unwrap().expect("spawning a test child")
 }

@@ -96,7 +96,7 @@ pub fn build(progress: &mut dyn FnMut(&str)) -> Result<PathBuf, KernelError> {
     let version = host::package_version(SOURCE_PACKAGE).unwrap_or_default();
     std::fs::create_dir_all(cache.join("kernel")).map_err(io("creating the kernel cache"))?;
     // Two builds of the same tree at once would corrupt it: serialise them.
-    let _lock = host::FileLock::exclusive(&cache.join("kernel").join(".build.lock"))
+    let _lock = crate::lock::FileLock::exclusive(&cache.join("kernel").join(".build.lock"))
         .map_err(io("locking the kernel cache"))?;
     if paths.vmlinux.is_file() {
         return Ok(paths.vmlinux); // another process built it while we waited
