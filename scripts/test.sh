@@ -32,6 +32,6 @@ cargo llvm-cov report --fail-under-functions 85 >/dev/null
 fn_cov=$(awk '/^TOTAL/ {print $7}' target/coverage-summary.txt)
 
 log "schemathesis conformance run against a live ec1"
-bash crates/api/tests/schemathesis.sh ./target/release/ec1
+bash crates/api/tests/schemathesis.sh --binary ./target/release/ec1 --max-examples 25
 
 echo "function coverage: ${fn_cov}"

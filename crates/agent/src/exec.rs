@@ -27,12 +27,19 @@ const THREAD_STACK: usize = 256 * 1024;
 /// Starts `req` for session `s` on a thread of its own.
 pub fn start(sh: Arc<Shared>, s: Arc<Session>, req: ExecRequest) {
     let name = format!("exec-{}", s.id);
+    // The input queue exists before the host can learn the command started: stdin it
+    // sends right after `Started` must not find the session without one.
+    let input = req.stdin.then(|| {
+        let (tx, rx) = mpsc::channel();
+        s.set_input(tx);
+        rx
+    });
     let s2 = s.clone();
     let sh2 = sh.clone();
     let r = std::thread::Builder::new()
         .name(name)
         .stack_size(THREAD_STACK)
-        .spawn(move || run(&sh2, &s2, req));
+        .spawn(move || run(&sh2, &s2, req, input));
     if let Err(e) = r {
         sh.fail(&s, ErrorCode::Io, format!("cannot start a thread: {e}"));
     }
@@ -155,7 +162,7 @@ fn build(
     Ok((cmd, pty))
 }
 
-fn run(sh: &Arc<Shared>, s: &Arc<Session>, req: ExecRequest) {
+fn run(sh: &Arc<Shared>, s: &Arc<Session>, req: ExecRequest, input: Option<Receiver<Chunk>>) {
     let (mut cmd, pty) = match build(sh, &req) {
         Ok(x) => x,
         Err((code, msg)) => return sh.fail(s, code, msg),
@@ -179,21 +186,33 @@ fn run(sh: &Arc<Shared>, s: &Arc<Session>, req: ExecRequest) {
         // Closed while starting: `close` saw no process group yet.
         sys::kill_group(pid, libc::SIGKILL);
     }
+    // Everything the host may touch once it knows the command runs (stdin, resize)
+    // is in place before it is told.
+    let master = pty.map(|p| {
+        drop(p.slave);
+        let m = Arc::new(p.master);
+        *s.pty.lock().unwrap() = Some(m.clone());
+        m
+    });
     sh.outbox
         .msg(s.epoch, s.id, &Msg::Started { pid: pid as u32 });
 
-    let io = match pty {
-        Some(p) => {
-            drop(p.slave);
-            let m = Arc::new(p.master);
-            *s.pty.lock().unwrap() = Some(m.clone());
+    let io = match master {
+        Some(m) => {
             // A pty has one output stream: say at once that stderr is empty.
             sh.outbox
                 .data(s.epoch, Kind::Stderr, s.id, Vec::new(), true);
             let w = if req.stdin { m.try_clone().ok() } else { None };
+            let out = match m.try_clone() {
+                Ok(f) => f,
+                Err(e) => {
+                    sys::kill_group(pid, libc::SIGKILL);
+                    return sh.fail(s, ErrorCode::Io, format!("cannot duplicate the pty: {e}"));
+                }
+            };
             Stdio3 {
                 stdin: w,
-                stdout: m.try_clone().expect("duplicating the pty master"),
+                stdout: out,
                 stderr: None,
                 pty_master: Some(m),
             }
@@ -219,9 +238,7 @@ fn run(sh: &Arc<Shared>, s: &Arc<Session>, req: ExecRequest) {
         }
     }
     drop(done_tx);
-    if let Some(stdin) = io.stdin {
-        let (tx, rx) = mpsc::channel();
-        s.set_input(tx);
+    if let (Some(stdin), Some(rx)) = (io.stdin, input) {
         let (sh2, s2) = (sh.clone(), s.clone());
         let is_pty = io.pty_master.is_some();
         let _ = spawn_thread(format!("in-{}", s.id), move || {

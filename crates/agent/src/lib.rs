@@ -17,6 +17,7 @@ pub mod log;
 pub mod outbox;
 pub mod pty;
 pub mod reaper;
+pub mod refresh;
 pub mod server;
 pub mod session;
 pub mod sys;

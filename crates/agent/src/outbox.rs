@@ -52,6 +52,9 @@ impl Outbox {
                             payload,
                         } => {
                             if epoch != current.load(Ordering::Acquire) || broken {
+                                crate::debug!(
+                                    "dropping a {kind:?} frame of session {session} (epoch {epoch}, broken {broken})"
+                                );
                                 continue;
                             }
                             (epoch, write_frame(&mut w, kind, flags, session, &payload))

@@ -20,7 +20,7 @@ pub trait Reaper: Send + Sync {
     fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, Receiver<libc::c_int>)>;
 }
 
-fn waitpid_retry(pid: libc::pid_t) -> io::Result<(libc::pid_t, libc::c_int)> {
+pub(crate) fn waitpid_retry(pid: libc::pid_t) -> io::Result<(libc::pid_t, libc::c_int)> {
     let mut status = 0;
     loop {
         // SAFETY: `status` is a valid out-pointer for waitpid(2).
@@ -90,26 +90,49 @@ impl InitReaper {
     fn run(&self) {
         loop {
             let seen = self.state.lock().unwrap().generation;
-            match waitpid_retry(-1) {
-                Ok((pid, status)) => {
-                    if let Some(tx) = self.state.lock().unwrap().waiters.remove(&pid) {
-                        let _ = tx.send(status);
+            // Peek at the next child that ended, without reaping it: `std` may still be
+            // inside `spawn` for it (a failed exec, which std reaps itself and would
+            // panic on if we took it first).
+            // SAFETY: siginfo_t is plain data; waitid fills it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child waitable.
+            let r = unsafe {
+                libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT)
+            };
+            if r == -1 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::ECHILD) => {
+                        // No children at all: sleep until a command is started. (In
+                        // the guest every process descends from PID 1, so orphans can
+                        // only appear while some child exists.)
+                        let mut s = self.state.lock().unwrap();
+                        while s.generation == seen {
+                            s = self.spawned.wait(s).unwrap();
+                        }
+                        continue;
                     }
-                    // Otherwise an orphan: reaping it was the point.
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
-                    // No children at all: sleep until a command is started. (In the
-                    // guest every process descends from PID 1, so orphans can only
-                    // appear while some child exists.)
-                    let mut s = self.state.lock().unwrap();
-                    while s.generation == seen {
-                        s = self.spawned.wait(s).unwrap();
+                    _ => {
+                        crate::warn!("waitid failed: {e}");
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        continue;
                     }
                 }
-                Err(e) => {
-                    crate::warn!("waitpid failed: {e}");
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            // SAFETY: waitid succeeded with WEXITED, so `si_pid` is valid.
+            let pid = unsafe { info.si_pid() };
+            // A spawn in progress holds this lock: once we have it, the child is either
+            // registered, reaped by std already, or an orphan.
+            let mut s = self.state.lock().unwrap();
+            let mut status = 0;
+            // SAFETY: `status` is a valid out-pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                if let Some(tx) = s.waiters.remove(&pid) {
+                    let _ = tx.send(status);
                 }
+                // Otherwise an orphan: reaping it was the point.
             }
         }
     }

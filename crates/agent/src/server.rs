@@ -304,12 +304,35 @@ impl Server {
             Msg::Close => {
                 sh.sessions.close(session);
             }
+            Msg::Refresh(r) => self.refresh(session, epoch, &r),
             other => self.reject(
                 session,
                 ErrorCode::Protocol,
                 format!("`{}` is a message from the agent, not to it", other.name()),
             ),
         }
+    }
+
+    /// Applies a [`Msg::Refresh`] at once (a few system calls: it does not hold up the
+    /// reader) and ends its session with the outcome.
+    fn refresh(&self, session: u32, epoch: u64, r: &ec1_proto::Refresh) {
+        if session == 0 {
+            return self.reject(
+                0,
+                ErrorCode::Malformed,
+                "a refresh needs its own session".into(),
+            );
+        }
+        let reply = match crate::refresh::apply(r) {
+            Ok(a) => Msg::Refreshed {
+                clock_step_ns: a.clock_step_ns,
+            },
+            Err(e) => Msg::Error {
+                code: ErrorCode::from_io(&e),
+                message: e.to_string(),
+            },
+        };
+        self.shared.outbox.msg(epoch, session, &reply);
     }
 
     fn new_session(&self, id: u32, epoch: u64, input: Option<Stream>) -> Option<Arc<Session>> {

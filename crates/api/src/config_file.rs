@@ -217,6 +217,11 @@ pub fn export(res: &VmResources) -> VmConfigFile {
         machine_config: Some(res.machine_config.clone()),
         metrics: res.metrics.clone(),
         serial: res.serial.clone(),
+        balloon: res.balloon.clone(),
+        vsock: res.vsock.clone(),
+        entropy: res.entropy.clone(),
+        network_interfaces: res.net.clone(),
+        mmds_config: res.mmds_config.clone(),
         ..Default::default()
     }
 }

@@ -5,8 +5,9 @@
 use std::fs::OpenOptions;
 
 use crate::models::{
-    BlockDeviceConfig, BootSourceConfig, CustomCpuTemplate, LoggerConfig, MachineConfig,
-    MetricsConfig, SerialConfig,
+    BalloonDeviceConfig, BlockDeviceConfig, BootSourceConfig, CustomCpuTemplate,
+    EntropyDeviceConfig, LoggerConfig, MachineConfig, MetricsConfig, MmdsConfig,
+    NetworkInterfaceConfig, SerialConfig, VsockDeviceConfig,
 };
 use crate::validation;
 
@@ -23,6 +24,14 @@ pub struct VmResources {
     pub logger: Option<LoggerConfig>,
     /// Kept only to export the configuration.
     pub metrics: Option<MetricsConfig>,
+    pub entropy: Option<EntropyDeviceConfig>,
+    /// The balloon; after boot `amount_mib` and `stats_polling_interval_s` follow the
+    /// PATCHes, as Firecracker's `GET /balloon` does.
+    pub balloon: Option<BalloonDeviceConfig>,
+    pub vsock: Option<VsockDeviceConfig>,
+    /// Network interfaces in the order they were first configured.
+    pub net: Vec<NetworkInterfaceConfig>,
+    pub mmds_config: Option<MmdsConfig>,
 }
 
 /// Opens a file for reading and checks that it is a regular file (a directory opens
@@ -100,6 +109,82 @@ impl VmResources {
         }
         Ok(())
     }
+}
+
+impl VmResources {
+    /// Adds or replaces a network interface with Firecracker's rules: an interface with
+    /// the same `iface_id` is replaced; another one may not use the same TAP device or
+    /// guest MAC. The TAP device must exist (`tap_check`): ec1 never creates one.
+    pub fn insert_net(
+        &mut self,
+        cfg: NetworkInterfaceConfig,
+        tap_check: impl Fn(&str) -> Result<(), String>,
+    ) -> Result<(), String> {
+        for other in self.net.iter().filter(|n| n.iface_id != cfg.iface_id) {
+            if other.host_dev_name == cfg.host_dev_name {
+                return Err(format!(
+                    "The host device name {} is already in use (by interface {}).",
+                    cfg.host_dev_name, other.iface_id
+                ));
+            }
+            if cfg.guest_mac.is_some() && other.guest_mac == cfg.guest_mac {
+                return Err(format!(
+                    "The guest MAC address {} is already in use (by interface {}).",
+                    cfg.guest_mac.map(|m| m.to_string()).unwrap_or_default(),
+                    other.iface_id
+                ));
+            }
+        }
+        tap_check(&cfg.host_dev_name)
+            .map_err(|e| format!("Cannot open TAP device {}: {e}", cfg.host_dev_name))?;
+        match self.net.iter_mut().find(|n| n.iface_id == cfg.iface_id) {
+            Some(n) => *n = cfg,
+            None => self.net.push(cfg),
+        }
+        Ok(())
+    }
+
+    /// Sets the vsock device after checking that its socket path can be bound: the
+    /// directory exists and nothing is at the path yet.
+    pub fn set_vsock(&mut self, cfg: VsockDeviceConfig) -> Result<(), String> {
+        let p = std::path::Path::new(&cfg.uds_path);
+        // Re-configuring the same device keeps its (not yet created) path.
+        let same = self.vsock.as_ref().is_some_and(|v| v.uds_path == cfg.uds_path);
+        if !same && p.symlink_metadata().is_ok() {
+            return Err(format!(
+                "Cannot create backend for vsock device: {} already exists: remove it (or pick another uds_path) first.",
+                cfg.uds_path
+            ));
+        }
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(format!(
+                "Cannot create backend for vsock device: the directory {} of uds_path does not exist.",
+                dir.display()
+            ));
+        }
+        self.vsock = Some(cfg);
+        Ok(())
+    }
+}
+
+/// Checks that `name` is a TAP device in ec1's network namespace.
+pub fn tap_exists(name: &str) -> Result<(), String> {
+    let dir = std::path::Path::new("/sys/class/net").join(name);
+    if !dir.exists() {
+        return Err(format!(
+            "no network interface named {name} exists; create it first (`ip tuntap add {name} mode tap`)"
+        ));
+    }
+    if !dir.join("tun_flags").exists() {
+        return Err(format!(
+            "{name} is not a TAP device; give a TAP device (`ip tuntap add NAME mode tap`)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -181,5 +266,76 @@ mod tests {
         b.boot_args = Some("console=ttyS0".into());
         r.set_boot_source(b.clone()).unwrap();
         assert_eq!(r.boot_source, Some(b));
+    }
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+    use crate::models::MacAddr;
+
+    fn net(id: &str, tap: &str, mac: Option<&str>) -> NetworkInterfaceConfig {
+        NetworkInterfaceConfig {
+            iface_id: id.into(),
+            host_dev_name: tap.into(),
+            guest_mac: mac.map(|m| m.parse::<MacAddr>().unwrap()),
+            mtu: None,
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
+        }
+    }
+
+    #[test]
+    fn interfaces_are_unique_by_tap_and_mac() {
+        let ok = |_: &str| Ok(());
+        let mut r = VmResources::default();
+        r.insert_net(net("eth0", "tap0", Some("06:00:00:00:00:01")), ok)
+            .unwrap();
+        r.insert_net(net("eth1", "tap1", None), ok).unwrap();
+        let e = r.insert_net(net("eth2", "tap0", None), ok).unwrap_err();
+        assert!(e.contains("tap0 is already in use"), "{e}");
+        let e = r
+            .insert_net(net("eth2", "tap2", Some("06:00:00:00:00:01")), ok)
+            .unwrap_err();
+        assert!(e.contains("MAC address 06:00:00:00:00:01"), "{e}");
+        // Replacing eth0 itself is fine, and keeps its place.
+        r.insert_net(net("eth0", "tap9", Some("06:00:00:00:00:01")), ok)
+            .unwrap();
+        assert_eq!(r.net[0].host_dev_name, "tap9");
+        assert_eq!(r.net.len(), 2);
+        let e = r
+            .insert_net(net("eth3", "tapx", None), |_| Err("nope".into()))
+            .unwrap_err();
+        assert_eq!(e, "Cannot open TAP device tapx: nope");
+        assert_eq!(r.net.len(), 2, "a refused interface changes nothing");
+    }
+
+    #[test]
+    fn tap_check_names_the_fix() {
+        assert!(tap_exists("ec1-nosuch0").unwrap_err().contains("ip tuntap add"));
+        assert!(tap_exists("lo").unwrap_err().contains("not a TAP"));
+    }
+
+    #[test]
+    fn vsock_paths_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.sock");
+        let cfg = |p: &std::path::Path| VsockDeviceConfig {
+            vsock_id: None,
+            guest_cid: 3,
+            uds_path: p.to_str().unwrap().into(),
+        };
+        let mut r = VmResources::default();
+        r.set_vsock(cfg(&p)).unwrap();
+        std::fs::write(&p, "").unwrap();
+        // The same device again is fine; another one on an existing path is not.
+        r.set_vsock(cfg(&p)).unwrap();
+        let mut r2 = VmResources::default();
+        assert!(r2.set_vsock(cfg(&p)).unwrap_err().contains("already exists"));
+        assert!(r2
+            .set_vsock(cfg(std::path::Path::new("/nonexistent/d/v.sock")))
+            .unwrap_err()
+            .contains("does not exist"));
+        assert!(r2.vsock.is_none());
     }
 }

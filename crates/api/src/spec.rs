@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ec1_engine::{CacheType, DriveSpec, MemoryBacking, SerialOut, VmSpec};
+use ec1_engine::{
+    BalloonSpec, CacheType, Devices, DriveSpec, EntropySpec, MemoryBacking, NetSpec, SerialOut,
+    VmSpec, VsockSpec,
+};
 
 use crate::models;
 use crate::resources::VmResources;
@@ -68,6 +71,38 @@ pub fn drive_spec(d: &models::BlockDeviceConfig) -> DriveSpec {
     }
 }
 
+/// The engine's view of the configured entropy, balloon, vsock and network devices.
+pub fn devices(res: &VmResources) -> Devices {
+    Devices {
+        entropy: res.entropy.as_ref().map(|e| EntropySpec {
+            rate_limit: e.rate_limiter.and_then(|r| r.to_engine()),
+        }),
+        balloon: res.balloon.as_ref().map(|b| BalloonSpec {
+            amount_mib: b.amount_mib,
+            deflate_on_oom: b.deflate_on_oom,
+            stats_polling_interval_s: b.stats_polling_interval_s,
+            free_page_hinting: b.free_page_hinting,
+            free_page_reporting: b.free_page_reporting,
+        }),
+        vsock: res.vsock.as_ref().map(|v| VsockSpec {
+            guest_cid: v.guest_cid,
+            uds_path: PathBuf::from(&v.uds_path),
+        }),
+        nets: res
+            .net
+            .iter()
+            .map(|n| NetSpec {
+                id: n.iface_id.clone(),
+                tap: n.host_dev_name.clone(),
+                mac: n.guest_mac.map(|m| m.0),
+                mtu: n.mtu,
+                rx_rate_limit: n.rx_rate_limiter.and_then(|r| r.to_engine()),
+                tx_rate_limit: n.tx_rate_limiter.and_then(|r| r.to_engine()),
+            })
+            .collect(),
+    }
+}
+
 /// Translates the pre-boot configuration into a [`VmSpec`].
 pub fn build_vm_spec(res: &VmResources, id: &str, run_dir: &Path) -> Result<VmSpec, SpecError> {
     let boot = res.boot_source.as_ref().ok_or(SpecError::MissingKernel)?;
@@ -90,10 +125,20 @@ pub fn build_vm_spec(res: &VmResources, id: &str, run_dir: &Path) -> Result<VmSp
         drives: res.drives.iter().map(drive_spec).collect(),
         serial,
         agent_socket: None,
-        memory: MemoryBacking::Anonymous,
+        // Guest RAM in a shared file in the run directory: any Firecracker guest may be
+        // snapshotted later (`PUT /snapshot/create`), and the QEMU engine saves RAM by
+        // copying that file (its device state leaves shared file RAM out).
+        memory: MemoryBacking::File {
+            path: run_dir.join(GUEST_RAM_FILE),
+            shared: true,
+        },
         run_dir: run_dir.to_path_buf(),
+        devices: devices(res),
     })
 }
+
+/// The file in the run directory that holds guest RAM (see [`build_vm_spec`]).
+pub const GUEST_RAM_FILE: &str = "guest.ram";
 
 #[cfg(test)]
 mod tests {
@@ -193,7 +238,13 @@ mod tests {
             10
         );
         assert_eq!(s.serial, SerialOut::Stdio);
-        assert_eq!(s.memory, MemoryBacking::Anonymous);
+        assert_eq!(
+            s.memory,
+            MemoryBacking::File {
+                path: PathBuf::from("/run/x/guest.ram"),
+                shared: true
+            }
+        );
         assert_eq!(s.run_dir, PathBuf::from("/run/x"));
         assert_eq!(s.agent_socket, None);
 
@@ -203,6 +254,58 @@ mod tests {
         });
         let s = build_vm_spec(&r, "vm1", Path::new("/run/x")).unwrap();
         assert_eq!(s.serial, SerialOut::File("/tmp/serial.out".into()));
+    }
+
+    #[test]
+    fn devices_carry_over() {
+        use crate::models::*;
+        let mut r = res(None);
+        assert_eq!(devices(&r), Devices::default());
+        r.entropy = Some(EntropyDeviceConfig {
+            rate_limiter: Some(RateLimiterConfig {
+                bandwidth: Some(TokenBucketConfig {
+                    size: 100,
+                    one_time_burst: None,
+                    refill_time: 10,
+                }),
+                ops: None,
+            }),
+        });
+        r.balloon = Some(BalloonDeviceConfig {
+            amount_mib: 8,
+            deflate_on_oom: true,
+            stats_polling_interval_s: 2,
+            free_page_hinting: false,
+            free_page_reporting: true,
+        });
+        r.vsock = Some(VsockDeviceConfig {
+            vsock_id: None,
+            guest_cid: 5,
+            uds_path: "/tmp/v.sock".into(),
+        });
+        r.net = vec![NetworkInterfaceConfig {
+            iface_id: "eth0".into(),
+            host_dev_name: "tap0".into(),
+            guest_mac: Some("06:00:00:00:00:01".parse().unwrap()),
+            mtu: Some(1400),
+            rx_rate_limiter: Some(RateLimiterConfig::default()),
+            tx_rate_limiter: None,
+        }];
+        let d = build_vm_spec(&r, "x", Path::new("/r")).unwrap().devices;
+        assert_eq!(
+            d.entropy.unwrap().rate_limit.unwrap().bandwidth.unwrap().size,
+            100
+        );
+        let b = d.balloon.unwrap();
+        assert_eq!((b.amount_mib, b.deflate_on_oom, b.stats_polling_interval_s), (8, true, 2));
+        assert!(b.free_page_reporting && !b.free_page_hinting);
+        let v = d.vsock.unwrap();
+        assert_eq!((v.guest_cid, v.uds_path), (5, PathBuf::from("/tmp/v.sock")));
+        assert_eq!(d.nets.len(), 1);
+        assert_eq!(d.nets[0].mac, Some([6, 0, 0, 0, 0, 1]));
+        assert_eq!(d.nets[0].mtu, Some(1400));
+        // An empty limiter is no limit.
+        assert_eq!(d.nets[0].rx_rate_limit, None);
     }
 
     #[test]

@@ -30,6 +30,8 @@ use crate::router::VmmAction;
 use crate::spec;
 use crate::validation;
 
+mod devices;
+
 /// The Firecracker API version ec1 implements (the spec is 1.17.0-dev). Clients such as
 /// the Go SDK pick features from `GET /version`, so this is Firecracker's number.
 pub const FIRECRACKER_API_VERSION: &str = "1.17.0";
@@ -327,32 +329,28 @@ impl Vmm {
 
             A::PutNetwork(cfg) => {
                 inner.boot_path = true;
-                validation::validate_net(&cfg).map_err(VmmActionError::NetworkConfig)?;
-                Err(self.unsupported("network interfaces are"))
+                self.put_network(&mut inner, cfg).and(empty)
             }
-            A::PatchNetwork(_) => Err(self.unsupported("network interfaces are")),
+            A::PatchNetwork(u) => self.patch_network(&mut inner, u).and(empty),
             A::PutVsock(cfg) => {
                 inner.boot_path = true;
-                validation::validate_vsock(&cfg).map_err(VmmActionError::VsockConfig)?;
-                Err(self.unsupported("vsock devices are"))
+                self.put_vsock(&mut inner, cfg).and(empty)
             }
-            A::PutEntropy(_) => {
+            A::PutEntropy(cfg) => {
                 inner.boot_path = true;
-                Err(self.unsupported("entropy (virtio-rng) devices are"))
+                self.put_entropy(&mut inner, cfg).and(empty)
             }
             A::PutBalloon(cfg) => {
                 inner.boot_path = true;
-                validation::validate_balloon(&cfg, inner.resources.machine_config.mem_size_mib)
-                    .map_err(VmmActionError::BalloonConfig)?;
-                Err(self.unsupported("balloon devices are"))
+                self.put_balloon(&mut inner, cfg).and(empty)
             }
-            A::GetBalloon
-            | A::PatchBalloon(_)
-            | A::PatchBalloonStats(_)
-            | A::GetBalloonStats
-            | A::StartBalloonHinting(_)
-            | A::GetBalloonHintingStatus
-            | A::StopBalloonHinting => Err(self.unsupported("balloon devices are")),
+            A::GetBalloon => self.get_balloon(&inner).map(VmmData::Json),
+            A::PatchBalloon(u) => self.patch_balloon(&mut inner, u).and(empty),
+            A::GetBalloonStats => self.balloon_stats(&inner).map(VmmData::Json),
+            A::PatchBalloonStats(u) => self.patch_balloon_stats(&mut inner, u).and(empty),
+            A::StartBalloonHinting(_) | A::GetBalloonHintingStatus | A::StopBalloonHinting => {
+                Err(self.balloon_hinting(&inner))
+            }
             A::PutPmem(cfg) => {
                 inner.boot_path = true;
                 if cfg.path_on_host.is_empty() {
@@ -368,8 +366,7 @@ impl Vmm {
             }
             A::PutMmdsConfig(cfg) => {
                 inner.boot_path = true;
-                validation::validate_mmds_config(&cfg).map_err(VmmActionError::MmdsConfig)?;
-                Err(self.unsupported("MMDS network access (it needs network interfaces) is"))
+                self.put_mmds_config(&mut inner, cfg).and(empty)
             }
             A::PutMemoryHotplug(cfg) => {
                 inner.boot_path = true;
@@ -658,6 +655,7 @@ impl Vmm {
             agent_socket: None,
             memory: MemoryBacking::Anonymous,
             run_dir: self.opts.run_dir.clone(),
+            devices: Default::default(),
         };
         let source = SnapshotSource {
             state_path: p.snapshot_path,

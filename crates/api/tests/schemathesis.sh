@@ -46,7 +46,7 @@ fi
 
 if ! command -v st >/dev/null 2>&1 && ! python3 -c 'import schemathesis' 2>/dev/null; then
     echo "schemathesis.sh: installing schemathesis with pip" >&2
-    python3 -m pip install --quiet schemathesis
+    python3 -m pip install --quiet "schemathesis==4.32.5"
 fi
 st_cmd=(st)
 command -v st >/dev/null 2>&1 || st_cmd=(python3 -m schemathesis.cli)

@@ -26,16 +26,12 @@ pub struct Bottleneck {
 
 /// `None` when there is no phase.
 pub fn find_bottleneck(phases: &[PhaseStats]) -> Option<Bottleneck> {
-    let largest = phases
-        .iter()
-        .max_by(|a, b| a.share.total_cmp(&b.share))?;
-    let widest = phases
-        .iter()
-        .max_by(|a, b| {
-            a.ms.spread()
-                .total_cmp(&b.ms.spread())
-                .then(a.ms.range().total_cmp(&b.ms.range()))
-        })?;
+    let largest = phases.iter().max_by(|a, b| a.share.total_cmp(&b.share))?;
+    let widest = phases.iter().max_by(|a, b| {
+        a.ms.spread()
+            .total_cmp(&b.ms.spread())
+            .then(a.ms.range().total_cmp(&b.ms.range()))
+    })?;
     let sentence = format!(
         "Bottleneck: {} takes {:.0}% of the median run ({}); the widest spread is in {} \
          (p90−min {}, max−min {}).",
@@ -84,8 +80,17 @@ mod tests {
         assert_eq!(b.largest_median_ms, 603.5);
         assert_eq!(b.widest, "engine start");
         assert_eq!(b.widest_range_ms, 70.0);
-        assert!(b.sentence.starts_with("Bottleneck: guest kernel takes 85% of the median run (603.5 ms)"), "{}", b.sentence);
-        assert!(b.sentence.contains("widest spread is in engine start"), "{}", b.sentence);
+        assert!(
+            b.sentence
+                .starts_with("Bottleneck: guest kernel takes 85% of the median run (604 ms)"),
+            "{}",
+            b.sentence
+        );
+        assert!(
+            b.sentence.contains("widest spread is in engine start"),
+            "{}",
+            b.sentence
+        );
     }
 
     #[test]

@@ -49,7 +49,9 @@ pub enum BenchError {
     NoData(String),
     #[error("writing the SVG {path}: {why}")]
     Svg { path: PathBuf, why: String },
-    #[error("cannot find the ec1 binary to drive ({why}): pass --ec1 PATH (e.g. ./target/release/ec1)")]
+    #[error(
+        "cannot find the ec1 binary to drive ({why}): pass --ec1 PATH (e.g. ./target/release/ec1)"
+    )]
     Ec1NotFound { why: String },
 }
 
@@ -78,20 +80,27 @@ mod tests {
             engine: "qemu-tcg".into(),
             why: "it reports no snapshot support".into(),
         };
-        assert!(e.to_string().starts_with("templates are not available yet on this engine (qemu-tcg)"));
+        assert!(e
+            .to_string()
+            .starts_with("templates are not available yet on this engine (qemu-tcg)"));
         let e = BenchError::Timeout {
             what: "the API socket".into(),
             waited_ms: 10,
             hint: "stderr: boom".into(),
         };
-        assert_eq!(e.to_string(), "the API socket did not happen within 10 ms\nstderr: boom");
+        assert_eq!(
+            e.to_string(),
+            "the API socket did not happen within 10 ms\nstderr: boom"
+        );
         let e = BenchError::Process {
             program: "x".into(),
             why: "exit 1".into(),
             output: " ".into(),
         };
         assert_eq!(e.to_string(), "x failed: exit 1");
-        assert!(BenchError::Ec1NotFound { why: "w".into() }.to_string().contains("--ec1"));
+        assert!(BenchError::Ec1NotFound { why: "w".into() }
+            .to_string()
+            .contains("--ec1"));
         let e = BenchError::io("reading x")(std::io::Error::other("nope"));
         assert_eq!(e.to_string(), "reading x: nope");
     }

@@ -26,7 +26,9 @@ impl HostInfo {
     /// This machine, now.
     pub fn probe() -> HostInfo {
         HostInfo {
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default(),
@@ -38,7 +40,11 @@ impl HostInfo {
     /// A note for the report when the machine was busy: more runnable work than cores
     /// means every figure includes waiting for a CPU.
     pub fn noise_note(&self) -> Option<String> {
-        let worst = self.load_start.into_iter().chain(self.load_end).fold(0.0, f64::max);
+        let worst = self
+            .load_start
+            .into_iter()
+            .chain(self.load_end)
+            .fold(0.0, f64::max);
         (self.cpus > 0 && worst >= self.cpus as f64 * 0.5).then(|| {
             format!(
                 "the machine was busy (1-minute load up to {worst:.2} on {} CPUs): expect noisy timings, compare medians over alternated runs",

@@ -27,7 +27,12 @@ fn median_of(runs: &[Run], f: impl Fn(&Run) -> f64) -> Option<f64> {
     Summary::of(&values).map(|s| s.median)
 }
 
-fn comparison(what: &str, a: &VariantReport, b: &VariantReport, f: impl Fn(&Run) -> f64) -> Option<Comparison> {
+fn comparison(
+    what: &str,
+    a: &VariantReport,
+    b: &VariantReport,
+    f: impl Fn(&Run) -> f64,
+) -> Option<Comparison> {
     let am = median_of(&a.runs, &f)?;
     let bm = median_of(&b.runs, &f)?;
     Some(Comparison {
@@ -50,6 +55,18 @@ pub fn compare_variants(a: &VariantReport, b: &VariantReport) -> Vec<Comparison>
         .filter_map(|s| comparison(s.label(), a, b, |r| r.stage_ms(s)))
         .collect();
     out.extend(comparison("total", a, b, Run::total_ms));
+    // Millisecond metrics both variants measured (e.g. QEMU's CPU time to ready).
+    for m in a.metrics.iter().filter(|m| m.unit == "ms") {
+        if b.metrics.iter().any(|x| x.name == m.name && x.unit == "ms") {
+            let value = |r: &Run| {
+                r.metrics
+                    .iter()
+                    .find(|x| x.name == m.name)
+                    .map_or(f64::NAN, |x| x.value)
+            };
+            out.extend(comparison(&m.name, a, b, value));
+        }
+    }
     out
 }
 
@@ -77,9 +94,29 @@ mod tests {
         assert_eq!(whats, ["boot → guest ready", "teardown", "total"]);
         assert!((c[0].ratio - 1.1).abs() < 1e-9);
         assert_eq!(c[0].difference_ms, 100.0);
-        assert_eq!((c[1].a_median_ms, c[1].b_median_ms, c[1].ratio), (10.0, 5.0, 2.0));
+        assert_eq!(
+            (c[1].a_median_ms, c[1].b_median_ms, c[1].ratio),
+            (10.0, 5.0, 2.0)
+        );
         assert_eq!(c[2].a_median_ms, 1110.0);
         assert_eq!(c[2].a, "ec1");
+    }
+
+    #[test]
+    fn millisecond_metrics_of_both_are_compared() {
+        let with = |rs: Vec<Run>, v: f64| -> Vec<Run> {
+            rs.into_iter().map(|r| r.metric("cpu", "ms", v)).collect()
+        };
+        let a = VariantReport::from_runs("a", with(runs(&[10], 1), 300.0)).unwrap();
+        let b = VariantReport::from_runs("b", with(runs(&[10], 1), 200.0)).unwrap();
+        let c = compare_variants(&a, &b);
+        let cpu = c.iter().find(|x| x.what == "cpu").unwrap();
+        assert_eq!(
+            (cpu.a_median_ms, cpu.b_median_ms, cpu.ratio),
+            (300.0, 200.0, 1.5)
+        );
+        let plain = VariantReport::from_runs("p", runs(&[10], 1)).unwrap();
+        assert!(compare_variants(&a, &plain).iter().all(|x| x.what != "cpu"));
     }
 
     #[test]

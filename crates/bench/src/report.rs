@@ -55,8 +55,11 @@ impl VariantReport {
             .map(|p| (p.name.as_str(), p.stage))
             .collect();
         for (i, r) in runs.iter().enumerate() {
-            let this: Vec<(&str, Stage)> =
-                r.phases.iter().map(|p| (p.name.as_str(), p.stage)).collect();
+            let this: Vec<(&str, Stage)> = r
+                .phases
+                .iter()
+                .map(|p| (p.name.as_str(), p.stage))
+                .collect();
             if this != layout {
                 return Err(BenchError::Guest(format!(
                     "run {} of {name} has phases {this:?}, the first run {layout:?}",
@@ -67,7 +70,8 @@ impl VariantReport {
         let mut phases = Vec::with_capacity(layout.len());
         for (k, (pname, stage)) in layout.iter().enumerate() {
             let values: Vec<f64> = runs.iter().map(|r| r.phases[k].ms).collect();
-            let ms = Summary::of(&values).ok_or_else(|| BenchError::NoData(format!("{name}: {pname}")))?;
+            let ms = Summary::of(&values)
+                .ok_or_else(|| BenchError::NoData(format!("{name}: {pname}")))?;
             phases.push(PhaseStats {
                 name: pname.to_string(),
                 stage: *stage,
@@ -113,7 +117,11 @@ impl VariantReport {
         let m = self.total_ms.median;
         self.runs
             .iter()
-            .min_by(|a, b| (a.total_ms() - m).abs().total_cmp(&(b.total_ms() - m).abs()))
+            .min_by(|a, b| {
+                (a.total_ms() - m)
+                    .abs()
+                    .total_cmp(&(b.total_ms() - m).abs())
+            })
             .expect("a variant report always has runs")
     }
 }
@@ -143,7 +151,12 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(scenario: &str, host: HostInfo, settings: Settings, variants: Vec<VariantReport>) -> Report {
+    pub fn new(
+        scenario: &str,
+        host: HostInfo,
+        settings: Settings,
+        variants: Vec<VariantReport>,
+    ) -> Report {
         let comparisons = match variants.as_slice() {
             [a, b, ..] => compare_variants(a, b),
             _ => Vec::new(),
@@ -168,17 +181,18 @@ impl Report {
             std::fs::create_dir_all(dir)
                 .map_err(BenchError::io(format!("creating {}", dir.display())))?;
         }
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| BenchError::Io {
-                context: "encoding the report".into(),
-                source: e.into(),
-            })?;
-        std::fs::write(path, text + "\n").map_err(BenchError::io(format!("writing {}", path.display())))
+        let text = serde_json::to_string_pretty(self).map_err(|e| BenchError::Io {
+            context: "encoding the report".into(),
+            source: e.into(),
+        })?;
+        std::fs::write(path, text + "\n")
+            .map_err(BenchError::io(format!("writing {}", path.display())))
     }
 
     /// Reads a report written by [`Report::write_json`].
     pub fn read_json(path: &Path) -> Result<Report, BenchError> {
-        let text = std::fs::read(path).map_err(BenchError::io(format!("reading {}", path.display())))?;
+        let text =
+            std::fs::read(path).map_err(BenchError::io(format!("reading {}", path.display())))?;
         serde_json::from_slice(&text).map_err(|e| BenchError::Io {
             context: format!("parsing {}", path.display()),
             source: e.into(),
@@ -224,8 +238,8 @@ pub(crate) mod tests {
         let share_sum: f64 = v.phases.iter().map(|p| p.share).sum();
         assert!((share_sum - 1.0).abs() < 1e-9);
         assert!((v.phases[1].share - 610.0 / 647.0).abs() < 1e-9);
-        assert_eq!(v.total_ms.median, 705.0);
-        assert_eq!(v.median_run().total_ms(), 705.0);
+        assert_eq!(v.total_ms.median, 706.0);
+        assert_eq!(v.median_run().total_ms(), 706.0);
         assert!(r.comparisons.is_empty());
     }
 
@@ -234,7 +248,10 @@ pub(crate) mod tests {
         let odd = Run::default().phase("x", Stage::Boot, Duration::from_millis(1));
         let e = VariantReport::from_runs("v", vec![run(1, 2, 3), odd]).unwrap_err();
         assert!(e.to_string().contains("run 2 of v"), "{e}");
-        assert!(matches!(VariantReport::from_runs("v", vec![]), Err(BenchError::NoData(_))));
+        assert!(matches!(
+            VariantReport::from_runs("v", vec![]),
+            Err(BenchError::NoData(_))
+        ));
     }
 
     #[test]
@@ -269,5 +286,12 @@ pub(crate) mod tests {
         assert!(v["variants"][0]["bottleneck"]["sentence"].is_string());
         assert_eq!(v["variants"][0]["runs"].as_array().unwrap().len(), 3);
         assert!(Report::read_json(&dir.path().join("none.json")).is_err());
+        std::fs::write(dir.path().join("bad.json"), "{").unwrap();
+        let e = Report::read_json(&dir.path().join("bad.json")).unwrap_err();
+        assert!(e.to_string().starts_with("parsing "), "{e}");
+        let e = r.write_json(Path::new("/dev/null/sub/r.json")).unwrap_err();
+        assert!(e.to_string().contains("creating /dev/null/sub"), "{e}");
+        let e = r.write_json(dir.path()).unwrap_err();
+        assert!(e.to_string().starts_with("writing "), "{e}");
     }
 }

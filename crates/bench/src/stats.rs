@@ -92,7 +92,9 @@ mod tests {
     fn spread_and_range() {
         let s = Summary::of(&[10.0, 11.0, 12.0, 13.0, 100.0]).unwrap();
         assert_eq!(s.range(), 90.0);
-        assert!((s.spread() - (quantile(&[10.0, 11.0, 12.0, 13.0, 100.0], 0.9) - 10.0)).abs() < 1e-9);
+        assert!(
+            (s.spread() - (quantile(&[10.0, 11.0, 12.0, 13.0, 100.0], 0.9) - 10.0)).abs() < 1e-9
+        );
         assert!(s.spread() < s.range());
     }
 

@@ -47,7 +47,7 @@ fn variant_table(out: &mut String, v: &VariantReport, warmup: usize) {
         let s = &m.stats;
         let _ = writeln!(
             out,
-            "  {:<NAME_WIDTH$} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {} (p90 is the 90th percentile of the rate)",
+            "  {:<NAME_WIDTH$} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {}",
             m.name, s.median, s.p90, s.min, s.max, m.unit
         );
     }
@@ -112,7 +112,10 @@ mod tests {
         let t = render(&r);
         assert!(t.starts_with("ec1 bench cold\n"), "{t}");
         assert!(t.contains("ec1 (3 runs, 0 warm-up)"), "{t}");
-        let line = t.lines().find(|l| l.trim_start().starts_with("guest kernel")).unwrap();
+        let line = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("guest kernel"))
+            .unwrap();
         assert!(line.contains("610 ms") && line.contains("94.3%"), "{line}");
         assert!(t.contains("total"), "{t}");
         assert!(t.contains("Bottleneck: guest kernel"), "{t}");
@@ -129,7 +132,11 @@ mod tests {
         let b = VariantReport::from_runs(
             "qemu",
             vec![crate::sample::Run::default()
-                .phase("spawn → agent ready", Stage::Boot, Duration::from_millis(500))
+                .phase(
+                    "spawn → agent ready",
+                    Stage::Boot,
+                    Duration::from_millis(500),
+                )
                 .phase("exec true", Stage::Work, Duration::from_millis(5))
                 .metric("throughput", "MiB/s", 100.0)],
         )

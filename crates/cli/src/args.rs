@@ -125,6 +125,13 @@ pub enum Command {
         #[command(subcommand)]
         action: KernelAction,
     },
+    /// The boot templates `ec1 run` restores (one per configuration).
+    Template {
+        #[command(subcommand)]
+        action: TemplateAction,
+    },
+    /// Measure ec1: boot phases, exec, API, stream throughput
+    Bench(ec1_bench::BenchArgs),
 }
 
 /// `ec1 run`: what to boot and what to run.
@@ -155,6 +162,10 @@ pub struct RunArgs {
     /// Print the boot and command timings to stderr.
     #[arg(long)]
     pub timings: bool,
+    /// Boot the kernel cold instead of restoring (or first building) the boot template
+    /// of this configuration.
+    #[arg(long)]
+    pub cold: bool,
     /// Extra kernel command-line arguments.
     #[arg(long = "boot-arg", value_name = "ARG")]
     pub boot_args: Vec<String>,
@@ -213,6 +224,18 @@ pub enum ModeArg {
     Initramfs,
     Rootfs,
     Handoff,
+}
+
+/// `ec1 template ...`.
+#[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
+pub enum TemplateAction {
+    /// List the cached boot templates.
+    Ls,
+    /// Remove one template (by key or a unique prefix of it).
+    Rm { key: String },
+    /// Remove templates whose inputs changed (they are never used again) and what
+    /// interrupted builds left behind.
+    Prune,
 }
 
 #[derive(Debug, Subcommand, Clone, Copy, PartialEq, Eq)]

@@ -7,11 +7,12 @@ mod exec_cmd;
 mod kernel_cmd;
 mod run_cmd;
 mod stdio;
+mod template_cmd;
 mod vmm_cmd;
 
 pub use args::{
     Cli, Command, CpArgs, EngineArg, ExecArgs, FirecrackerArgs, GuestCommandArgs, KernelAction,
-    ModeArg, RunArgs,
+    ModeArg, RunArgs, TemplateAction,
 };
 
 use clap::Parser;
@@ -32,7 +33,9 @@ pub fn main() -> i32 {
 fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Some(Command::Kernel { action }) => kernel_cmd::run(action),
+        Some(Command::Template { action }) => template_cmd::run(&action),
         Some(Command::Run(args)) => run_cmd::run(&args),
+        Some(Command::Bench(args)) => ec1_bench::run(&args),
         Some(Command::Exec(args)) => exec_cmd::run(&args),
         Some(Command::Cp(args)) => cp_cmd::run(&args),
         None => vmm_cmd::run(&cli.vmm),

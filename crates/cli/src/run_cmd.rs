@@ -2,7 +2,7 @@
 
 use crate::args::{ModeArg, RunArgs};
 use crate::stdio;
-use ec1_sandbox::{RootMode, Sandbox, SandboxOptions};
+use ec1_sandbox::{RootMode, Sandbox, SandboxOptions, TemplateCache};
 use std::time::Instant;
 
 pub fn run(args: &RunArgs) -> i32 {
@@ -39,15 +39,26 @@ pub(crate) fn sandbox_options(args: &RunArgs) -> SandboxOptions {
 
 fn run_inner(args: &RunArgs) -> Result<i32, Box<dyn std::error::Error>> {
     let cmd = stdio::guest_command(&args.guest, true, None)?;
-    let sandbox = Sandbox::boot(&sandbox_options(args))?;
+    let opts = sandbox_options(args);
+    let sandbox = if args.cold {
+        Sandbox::boot(&opts)?
+    } else {
+        Sandbox::from_template(&opts, &TemplateCache::default_location()?)?
+    };
     let t = Instant::now();
     let process = sandbox.client().spawn(&cmd)?;
     let status = stdio::stream(process)?;
     let command_time = t.elapsed();
     let boot = *sandbox.timings();
+    let path = sandbox.boot_path().clone();
+    let restore = sandbox.restore_timings().copied();
     let teardown = sandbox.shutdown()?;
     if args.timings {
-        eprintln!("ec1 timings: {boot}");
+        eprintln!("ec1 timings: {path}");
+        match restore {
+            Some(r) => eprintln!("ec1 timings: {r}"),
+            None => eprintln!("ec1 timings: {boot}"),
+        }
         eprintln!(
             "ec1 timings: command {:.1} ms, teardown {:.1} ms, total {:.1} ms",
             command_time.as_secs_f64() * 1e3,

@@ -67,11 +67,17 @@ pub fn run(a: &FirecrackerArgs) -> i32 {
         return 0;
     }
     if let Some(path) = &a.describe_snapshot {
-        eprintln!(
-            "ec1: cannot describe {}: snapshots are not supported yet by ec1's qemu engine",
-            path.display()
-        );
-        return 1;
+        // As Firecracker: the snapshot's data format version on stdout.
+        return match ec1_engine_qemu::snapshot::describe_snapshot(path) {
+            Ok(version) => {
+                println!("{version}");
+                0
+            }
+            Err(e) => {
+                eprintln!("ec1: {e}");
+                1
+            }
+        };
     }
     match ec1_api::run(run_options(a)) {
         Ok(code) => code,

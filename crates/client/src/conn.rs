@@ -203,6 +203,12 @@ impl Client {
         self.h.inner.dead.lock().unwrap().is_none()
     }
 
+    /// Closes the connection now: every session on it fails, and the agent kills their
+    /// commands. (Dropping the last handle does the same.)
+    pub fn close(&self) {
+        self.h.inner.die("closed by this client".into());
+    }
+
     /// Round trip to the agent and back.
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
         let inner = &self.h.inner;
@@ -455,12 +461,13 @@ impl Inner {
                 self.end_session(session, End::Exited(how, timed_out))
             }
             Msg::UploadDone { bytes } => self.end_session(session, End::UploadDone(bytes)),
-            Msg::Error { code, message } => {
-                if session != 0 {
-                    self.fail_session(session, FailReason::Remote(code, message));
-                }
-                // On session 0 it answers something of ours that had no session (it
-                // cannot happen with this client); nothing waits for it.
+            Msg::Refreshed { clock_step_ns } => {
+                self.end_session(session, End::Refreshed(clock_step_ns))
+            }
+            // On session 0 an error answers something of ours that had no session (it
+            // cannot happen with this client); nothing waits for it.
+            Msg::Error { code, message } if session != 0 => {
+                self.fail_session(session, FailReason::Remote(code, message));
             }
             // Hello, Ready (stale), Exec, ... are not for the host: ignore.
             _ => {}

@@ -37,13 +37,15 @@ mod conn;
 mod error;
 mod files;
 mod process;
+mod refresh;
 mod session;
 mod status;
 
 pub use command::Command;
 pub use conn::{Client, ConnectOptions};
-pub use ec1_proto::{ErrorCode, ReadyInfo};
+pub use ec1_proto::{ErrorCode, ReadyInfo, Refresh};
 pub use error::{Error, Result};
 pub use files::FileMeta;
 pub use process::{Output, OutputStream, Process, Stdin};
+pub use refresh::{fresh_refresh, Refreshed, REFRESH_ENTROPY};
 pub use status::ExitStatus;

@@ -25,9 +25,7 @@ impl OutBuf {
             self.eof = true;
         }
         if self.discard {
-            let n = data.len();
-            self.window.on_consume(n);
-            return Ok(self.window.flush());
+            return Ok(self.window.consume_now(data.len()));
         }
         if !data.is_empty() {
             self.chunks.push_back(data);
@@ -76,8 +74,7 @@ impl OutBuf {
         let n: usize = self.chunks.iter().map(Vec::len).sum::<usize>() - self.offset;
         self.chunks.clear();
         self.offset = 0;
-        self.window.on_consume(n);
-        self.window.flush()
+        self.window.consume_now(n)
     }
 }
 
@@ -87,6 +84,8 @@ pub enum End {
     Exited(Termination, bool),
     UploadDone(u64),
     DownloadDone,
+    /// A refresh was applied; the guest clock was stepped by this many ns.
+    Refreshed(i64),
     Failed(FailReason),
 }
 

@@ -19,6 +19,15 @@ struct Fixture {
 }
 
 fn start() -> Fixture {
+    ec1_agent::log::set_debug(std::env::var_os("EC1_AGENT_DEBUG").is_some());
+    // A test runner started in the background inherits SIGINT and SIGQUIT ignored, and
+    // so would every command (a shell cannot trap what it inherited ignored). The
+    // guest's PID 1 starts with default dispositions; so should these tests.
+    // SAFETY: resetting dispositions to the default has no memory effects.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+    }
     let (a, b) = UnixStream::pair().unwrap();
     let w = a.try_clone().unwrap();
     let server = Server::new(
@@ -44,32 +53,28 @@ fn start() -> Fixture {
 impl Fixture {
     /// Drops the client and waits for the server to notice and stop.
     fn stop(mut self) -> Server {
-        let Fixture {
-            client,
-            thread,
-            server,
-        } = &mut self;
-        drop(std::mem::replace(client, dummy_client()));
-        thread.take().unwrap().join().unwrap().unwrap();
-        server.clone()
+        self.client.close();
+        assert!(!self.client.is_connected());
+        self.thread.take().unwrap().join().unwrap().unwrap();
+        self.server.clone()
     }
 }
 
-/// A client to a throwaway server, to stand in after the real one is dropped.
-fn dummy_client() -> Client {
-    let (a, b) = UnixStream::pair().unwrap();
-    let server = Server::new(
-        Config {
-            mode: "dummy".into(),
-            agent_start_ns: 0,
-            agent_ready_ns: 0,
-            base_env: default_env(),
-            reaper: Arc::new(DirectReaper),
-        },
-        Box::new(a.try_clone().unwrap()),
-    );
-    std::thread::spawn(move || server.serve(a));
-    Client::handshake(b, Duration::from_secs(10)).unwrap()
+/// Whether `pid` is alive: present and not a zombie (an orphan killed here may wait a
+/// while for the host's init to reap it).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+fn wait_gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !alive(pid)
 }
 
 fn sh(c: &Client, script: &str) -> ec1_client::Output {
@@ -143,7 +148,7 @@ fn stdin_is_streamed_with_backpressure() {
     let mut stdin = p.stdin().unwrap();
     let mut stdout = p.stdout().unwrap();
     let data: Vec<u8> = (0..5_000_000u32)
-        .map(|i| (i * 2654435761u32 >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     let want = format!("{:x}", Sha256::digest(&data));
     let t = std::thread::spawn(move || {
@@ -195,13 +200,7 @@ fn timeouts_kill_the_whole_group() {
     assert_eq!(o.status.signal(), Some(9));
     let child: i32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
     // The background child was in the group: it is gone too.
-    std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: signal 0 only checks for existence.
-    assert_eq!(
-        unsafe { libc::kill(child, 0) },
-        -1,
-        "child {child} survived"
-    );
+    assert!(wait_gone(child), "child {child} survived");
     f.stop();
 }
 
@@ -390,21 +389,11 @@ fn disconnecting_mid_stream_kills_the_sessions() {
     let pid: i32 = String::from_utf8_lossy(&line).trim().parse().unwrap();
     let mut chunk = [0u8; 4096];
     out.read_exact(&mut chunk).unwrap();
-    std::mem::forget(out); // keep the session "open" on our side; the drop is the socket
-    std::mem::forget(p);
+    // The handles stay: the disconnect, not an abandoned session, must stop it.
     let server = f.stop();
     assert_eq!(server.session_count(), 0);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    // SAFETY: signal 0 only checks for existence.
-    while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: as above.
-    assert_eq!(
-        unsafe { libc::kill(pid, 0) },
-        -1,
-        "`yes` (pid {pid}) survived"
-    );
+    assert!(wait_gone(pid), "`yes` (pid {pid}) survived");
+    drop((out, p));
 }
 
 #[test]
@@ -416,13 +405,7 @@ fn dropping_a_process_kills_it() {
         .unwrap();
     let pid = p.id() as i32;
     drop(p);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    // SAFETY: signal 0 only checks for existence.
-    while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, 0) }, -1);
+    assert!(wait_gone(pid), "pid {pid} survived");
     f.stop();
 }
 

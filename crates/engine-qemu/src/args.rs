@@ -78,7 +78,7 @@ pub struct ArgsContext {
 }
 
 /// Escapes a QEMU option value: a `,` is written `,,`.
-fn escape(v: &OsStr) -> OsString {
+pub(crate) fn escape(v: &OsStr) -> OsString {
     let mut out = Vec::with_capacity(v.len());
     for &b in v.as_bytes() {
         out.push(b);
@@ -108,7 +108,7 @@ fn on_off(b: bool) -> &'static str {
 /// The guest kernel command line: the spec's, plus the engine's device parameters and,
 /// under TCG, a fixed TSC rate (unless the spec sets `tsc=` itself).
 pub(crate) fn kernel_cmdline(spec: &VmSpec, ctx: &ArgsContext) -> Result<String, EngineError> {
-    let transports = spec.drives.len() + usize::from(spec.agent_socket.is_some());
+    let transports = crate::devices::transport_count(spec);
     let mut extra: Vec<String> = (0..transports).map(virtio_param).collect();
     if ctx.accel == Accel::Tcg && !sets_param(&spec.cmdline, "tsc") {
         if let Some(khz) = ctx.tsc_khz {
@@ -143,7 +143,8 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
     let mut machine = String::from(
         "microvm,acpi=off,x-option-roms=off,isa-serial=on,rtc=on,auto-kernel-cmdline=off",
     );
-    if matches!(spec.memory, MemoryBacking::File { .. }) {
+    if matches!(spec.memory, MemoryBacking::File { .. }) || crate::devices::needs_shared_memory(spec)
+    {
         machine.push_str(",memory-backend=mem");
     }
     a.opt("-M", machine);
@@ -170,8 +171,21 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
             with_path(
                 &format!("memory-backend-file,id=mem,size={mem},mem-path="),
                 path,
-                &format!(",share={}", on_off(*shared)),
+                // A private mapping is a clone's copy-on-write view of a snapshot's
+                // memory file: opened read-only (the file is never written, so many
+                // clones share it) yet writable RAM for the guest (`rom=off`).
+                if *shared {
+                    ",share=on"
+                } else {
+                    ",share=off,readonly=on,rom=off"
+                },
             ),
+        );
+    } else if crate::devices::needs_shared_memory(spec) {
+        // A vhost-user backend maps guest RAM from the descriptor QEMU sends it.
+        a.opt(
+            "-object",
+            format!("memory-backend-memfd,id=mem,size={mem},share=on"),
         );
     }
     a.opt(
@@ -246,6 +260,16 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
         )
         .opt("-device", "virtserialport,chardev=agent,name=ec1.agent");
     }
+    let mut devices = Vec::new();
+    crate::devices::device_args(
+        spec,
+        spec.drives.len() + usize::from(spec.agent_socket.is_some()),
+        virtio_bus,
+        &mut devices,
+    )?;
+    for (flag, value) in devices {
+        a.opt(flag, value);
+    }
 
     a.opt("-kernel", spec.kernel.as_os_str());
     if let Some(initrd) = &spec.initrd {
@@ -291,6 +315,7 @@ mod tests {
             agent_socket: None,
             memory: MemoryBacking::Anonymous,
             run_dir: "/run/ec1/vm1".into(),
+            devices: Default::default(),
         }
     }
 
@@ -549,7 +574,7 @@ mod tests {
         };
         assert_eq!(
             values(&args(&s, &ctx()), "-object"),
-            ["memory-backend-file,id=mem,size=256M,mem-path=/x/clone.ram,share=off"]
+            ["memory-backend-file,id=mem,size=256M,mem-path=/x/clone.ram,share=off,readonly=on,rom=off"]
         );
     }
 

@@ -1,5 +1,8 @@
 //! [`QemuEngine`]: the [`Engine`] implementation.
 
+mod cached;
+mod snapshots;
+
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -9,7 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ec1_engine::{
-    Accel, Capabilities, DriveUpdate, Engine, EngineError, EventSink, ExitReason, SerialOut, VmSpec,
+    Accel, BalloonStats, Capabilities, DriveUpdate, Engine, EngineError, EventSink, ExitReason,
+    SerialOut, SnapshotSource, SnapshotTarget, VmSpec,
 };
 use qapi::qmp::{
     cont, quit, send_key, stop, Event, KeyValue, QKeyCode, QKeyCodeWrapper, QmpCommand,
@@ -25,6 +29,7 @@ use crate::qmp::{QmpClient, QmpError};
 use crate::throttle::Throttle;
 use crate::validate::{check_files, check_spec, QMP_SOCKET};
 use crate::version::{check_qemu, resolve_binary, QemuVersion, INSTALL_COMMAND};
+use crate::vsock_backend::{resolve_vsock_backend, VsockBackend};
 
 /// How long the supervisor waits for the socket readers after QEMU exited.
 const READER_DRAIN: Duration = Duration::from_secs(1);
@@ -66,6 +71,20 @@ struct Vm {
     stop_requested: Arc<AtomicBool>,
     drives: Mutex<Vec<DriveState>>,
     qmp_path: PathBuf,
+    /// The vhost-user backend of the vsock device; stopped after QEMU.
+    vsock: Option<VsockBackend>,
+    /// The balloon's settings as last set, if the guest has a balloon.
+    balloon: Mutex<Option<BalloonState>>,
+    mem_mib: u32,
+    /// The machine QEMU runs (a snapshot describes it).
+    spec: VmSpec,
+}
+
+/// What the engine remembers of the balloon: QEMU reports sizes, not these.
+#[derive(Debug, Clone, Copy)]
+struct BalloonState {
+    target_mib: u32,
+    stats_interval_s: u16,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -91,6 +110,16 @@ impl QemuEngine {
     pub fn new(accel: Accel, opts: QemuOptions) -> Result<Self, EngineError> {
         let binary = resolve_binary(opts.binary.as_deref());
         let version = check_qemu(&binary)?;
+        Self::with_version(accel, opts, binary, version)
+    }
+
+    /// An engine for `binary`, already checked to be QEMU `version`.
+    fn with_version(
+        accel: Accel,
+        opts: QemuOptions,
+        binary: PathBuf,
+        version: QemuVersion,
+    ) -> Result<Self, EngineError> {
         if !opts.firmware.is_file() {
             return Err(EngineError::NotInstalled {
                 program: format!("QEMU's qboot firmware {}", opts.firmware.display()),
@@ -175,8 +204,15 @@ impl QemuEngine {
         f(client)
     }
 
-    /// Spawns QEMU for `spec`, connects QMP and starts the vCPUs.
-    fn launch(&self, spec: &VmSpec, events: EventSink) -> Result<Arc<Vm>, EngineError> {
+    /// Spawns QEMU for `spec`, connects QMP and starts the vCPUs. With `incoming`, QEMU
+    /// waits for a snapshot's device state instead of booting, loads it, and starts the
+    /// vCPUs only if the restore asks to resume.
+    fn launch(
+        &self,
+        spec: &VmSpec,
+        events: EventSink,
+        incoming: Option<&crate::snapshot::migrate::Incoming>,
+    ) -> Result<Arc<Vm>, EngineError> {
         let t0 = Instant::now();
         let qmp_path = spec.run_dir.join(QMP_SOCKET);
         match std::fs::remove_file(&qmp_path) {
@@ -204,7 +240,20 @@ impl QemuEngine {
             boot_timer_fd: boot_qemu.as_raw_fd(),
             ..self.args_context()
         };
-        let args = qemu_args(spec, &ctx)?;
+        let args = match incoming {
+            Some(_) => crate::snapshot::migrate::incoming_args(qemu_args(spec, &ctx)?),
+            None => qemu_args(spec, &ctx)?,
+        };
+        // The backend listens first; QEMU connects to it while it starts.
+        let vsock = match &spec.devices.vsock {
+            Some(v) => Some(VsockBackend::start(
+                &resolve_vsock_backend()?,
+                v,
+                &crate::devices::vsock_control_socket(&spec.run_dir),
+                &spec.id,
+            )?),
+            None => None,
+        };
         log::debug!(
             "starting {} {}",
             self.binary.display(),
@@ -284,7 +333,23 @@ impl QemuEngine {
         };
         let t_qmp = t0.elapsed();
         qmp.set_timeout(self.opts.command_timeout);
-        if let Err(e) = qmp.execute(&cont {}) {
+        if let Some(inc) = incoming {
+            if let Err(e) = crate::snapshot::migrate::load_state(&mut qmp, inc) {
+                drop(qmp);
+                return Err(abort(e, false));
+            }
+        }
+        if let Some(b) = &spec.devices.balloon {
+            let setup = crate::balloon::set_target(&mut qmp, spec.mem_mib, b.amount_mib).and_then(
+                |()| crate::balloon::set_stats_interval(&mut qmp, b.stats_polling_interval_s),
+            );
+            if let Err(e) = setup {
+                drop(qmp);
+                return Err(abort(e, false));
+            }
+        }
+        let resume = incoming.is_none_or(|i| i.resume);
+        if let Err(e) = resume.then(|| qmp.execute(&cont {})).transpose() {
             drop(qmp);
             let died = e.means_exit();
             return Err(abort(e.into(), died));
@@ -314,6 +379,13 @@ impl QemuEngine {
             stop_requested,
             drives: Mutex::new(drives),
             qmp_path,
+            vsock,
+            balloon: Mutex::new(spec.devices.balloon.map(|b| BalloonState {
+                target_mib: b.amount_mib,
+                stats_interval_s: b.stats_polling_interval_s,
+            })),
+            mem_mib: spec.mem_mib,
+            spec: spec.clone(),
         }))
     }
 }
@@ -364,7 +436,7 @@ impl Engine for QemuEngine {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            snapshots: false,
+            snapshots: true,
             drive_hot_update: true,
             ctrl_alt_del: true,
         }
@@ -379,8 +451,9 @@ impl Engine for QemuEngine {
         }
         check_spec(spec)?;
         check_files(spec)?;
+        crate::devices::check_device_files(spec)?;
         let qmp_path = spec.run_dir.join(QMP_SOCKET);
-        let vm = self.launch(spec, events).inspect_err(|_| {
+        let vm = self.launch(spec, events, None).inspect_err(|_| {
             let _ = std::fs::remove_file(&qmp_path);
         })?;
         let exit = vm.exit.clone();
@@ -447,6 +520,9 @@ impl Engine for QemuEngine {
         vm.child.join_supervisor();
         lock(&vm.qmp).take();
         let _ = std::fs::remove_file(&vm.qmp_path);
+        if let Some(b) = &vm.vsock {
+            b.stop();
+        }
         Ok(())
     }
 
@@ -455,6 +531,19 @@ impl Engine for QemuEngine {
             .clone()
             .ok_or_else(|| EngineError::InvalidState("no guest has been started".into()))?;
         Ok(vm.exit.wait(timeout))
+    }
+
+    fn snapshot(&self, target: &SnapshotTarget) -> Result<(), EngineError> {
+        self.snapshot_impl(target)
+    }
+
+    fn restore(
+        &self,
+        spec: &VmSpec,
+        source: &SnapshotSource,
+        events: EventSink,
+    ) -> Result<(), EngineError> {
+        self.restore_impl(spec, source, events)
     }
 
     fn update_drive(&self, update: &DriveUpdate) -> Result<(), EngineError> {
@@ -477,6 +566,75 @@ impl Engine for QemuEngine {
             let args = Throttle::from_rate_limit(r).to_qmp(&drive.names.device);
             qmp.execute(&qapi::qmp::block_set_io_throttle(args))
                 .map_err(|e: QmpError| -> EngineError { e.into() })?;
+        }
+        Ok(())
+    }
+
+    fn set_balloon(&self, amount_mib: u32) -> Result<(), EngineError> {
+        self.set_balloon_impl(amount_mib)
+    }
+
+    fn balloon_stats(&self) -> Result<BalloonStats, EngineError> {
+        self.balloon_stats_impl()
+    }
+
+    fn set_balloon_stats_interval(&self, secs: u16) -> Result<(), EngineError> {
+        self.set_balloon_stats_interval_impl(secs)
+    }
+}
+
+impl QemuEngine {
+    fn balloon_state(vm: &Vm) -> Result<BalloonState, EngineError> {
+        (*lock(&vm.balloon)).ok_or_else(|| {
+            EngineError::InvalidState("the guest has no balloon device".into())
+        })
+    }
+
+    /// The vsock backend's process id while a guest with a vsock device runs.
+    pub fn vsock_backend_pid(&self) -> Option<u32> {
+        let vm = lock(&self.vm).clone()?;
+        vm.vsock.as_ref().map(VsockBackend::pid)
+    }
+}
+
+/// The balloon methods of [`Engine`] for [`QemuEngine`].
+impl QemuEngine {
+    fn set_balloon_impl(&self, amount_mib: u32) -> Result<(), EngineError> {
+        let vm = self.running()?;
+        Self::balloon_state(&vm)?;
+        if amount_mib > vm.mem_mib {
+            return Err(EngineError::InvalidSpec(format!(
+                "a balloon of {amount_mib} MiB is more than the guest's {} MiB",
+                vm.mem_mib
+            )));
+        }
+        self.with_qmp(|q| crate::balloon::set_target(q, vm.mem_mib, amount_mib))?;
+        if let Some(b) = lock(&vm.balloon).as_mut() {
+            b.target_mib = amount_mib;
+        }
+        Ok(())
+    }
+
+    fn balloon_stats_impl(&self) -> Result<BalloonStats, EngineError> {
+        let vm = self.running()?;
+        let b = Self::balloon_state(&vm)?;
+        let mut stats = self.with_qmp(|q| crate::balloon::stats(q, vm.mem_mib, b.target_mib))?;
+        if b.stats_interval_s == 0 {
+            stats = BalloonStats {
+                target_mib: stats.target_mib,
+                actual_mib: stats.actual_mib,
+                ..Default::default()
+            };
+        }
+        Ok(stats)
+    }
+
+    fn set_balloon_stats_interval_impl(&self, secs: u16) -> Result<(), EngineError> {
+        let vm = self.running()?;
+        Self::balloon_state(&vm)?;
+        self.with_qmp(|q| crate::balloon::set_stats_interval(q, secs))?;
+        if let Some(b) = lock(&vm.balloon).as_mut() {
+            b.stats_interval_s = secs;
         }
         Ok(())
     }

@@ -70,18 +70,24 @@ pub(crate) fn check_spec(spec: &VmSpec) -> Result<(), EngineError> {
         }
         check_no_nul("a drive path", d.path.as_os_str().as_bytes())?;
     }
-    let transports = spec.drives.len() + usize::from(spec.agent_socket.is_some());
+    let transports = crate::devices::transport_count(spec);
     if transports > VIRTIO_TRANSPORTS {
         return Err(invalid(format!(
-            "{} drives{} need {transports} virtio devices; the QEMU engine has {VIRTIO_TRANSPORTS}",
+            "{} drives{}{} need {transports} virtio devices; the QEMU engine has {VIRTIO_TRANSPORTS}",
             spec.drives.len(),
             if spec.agent_socket.is_some() {
-                " and the agent channel"
+                ", the agent channel"
+            } else {
+                ""
+            },
+            if transports > spec.drives.len() + usize::from(spec.agent_socket.is_some()) {
+                " and the entropy, balloon, vsock and network devices"
             } else {
                 ""
             }
         )));
     }
+    crate::devices::check_devices(spec)?;
     check_no_nul("the kernel command line", spec.cmdline.as_bytes())?;
     check_no_nul("the kernel path", spec.kernel.as_os_str().as_bytes())?;
     if let Some(i) = &spec.initrd {
@@ -195,6 +201,7 @@ mod tests {
             agent_socket: None,
             memory: MemoryBacking::Anonymous,
             run_dir: dir.to_path_buf(),
+            devices: Default::default(),
         }
     }
 

@@ -6,11 +6,15 @@
 //! runs the guest. The trait is deliberately small: one method per lifecycle step.
 
 mod accel;
+mod devices;
 mod error;
 mod event;
 mod spec;
 
 pub use accel::{detect_accel, probe_at, Accel, AccelChoice, HostProbe};
+pub use devices::{
+    BalloonSpec, BalloonStats, Devices, EntropySpec, NetSpec, NetUpdate, VsockSpec,
+};
 pub use error::EngineError;
 pub use event::{EngineEvent, EventSink, ExitReason};
 pub use spec::{
@@ -92,6 +96,41 @@ pub trait Engine: Send + Sync {
         Err(EngineError::Unsupported {
             engine: self.name().to_string(),
             what: "drive updates on a running guest".into(),
+        })
+    }
+
+    /// Asks the guest's balloon to hold `amount_mib` MiB.
+    fn set_balloon(&self, amount_mib: u32) -> Result<(), EngineError> {
+        let _ = amount_mib;
+        Err(EngineError::Unsupported {
+            engine: self.name().to_string(),
+            what: "balloon devices".into(),
+        })
+    }
+
+    /// The balloon's size and the guest's latest memory statistics.
+    fn balloon_stats(&self) -> Result<BalloonStats, EngineError> {
+        Err(EngineError::Unsupported {
+            engine: self.name().to_string(),
+            what: "balloon devices".into(),
+        })
+    }
+
+    /// Changes how often the guest reports balloon statistics (seconds, not 0).
+    fn set_balloon_stats_interval(&self, secs: u16) -> Result<(), EngineError> {
+        let _ = secs;
+        Err(EngineError::Unsupported {
+            engine: self.name().to_string(),
+            what: "balloon devices".into(),
+        })
+    }
+
+    /// Changes the rate limiters of a running guest's network interface.
+    fn update_net(&self, update: &NetUpdate) -> Result<(), EngineError> {
+        let _ = update;
+        Err(EngineError::Unsupported {
+            engine: self.name().to_string(),
+            what: "network rate limiter updates on a running guest".into(),
         })
     }
 }

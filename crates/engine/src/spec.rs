@@ -31,6 +31,8 @@ pub struct VmSpec {
     /// A private directory the engine may use for its sockets and scratch files;
     /// the caller creates it and removes it after [`crate::Engine::stop`].
     pub run_dir: PathBuf,
+    /// Entropy, balloon, vsock and network devices.
+    pub devices: crate::Devices,
 }
 
 /// Where the guest's serial console (ttyS0) goes.

@@ -69,6 +69,13 @@ impl RecvWindow {
         None
     }
 
+    /// Accounts `n` consumed bytes and returns all pending credit at once, batch or
+    /// not (for data that is dropped on arrival).
+    pub fn consume_now(&mut self, n: usize) -> Option<u32> {
+        let a = self.on_consume(n).unwrap_or(0) + self.flush().unwrap_or(0);
+        (a > 0).then_some(a)
+    }
+
     /// Returns all pending credit now (e.g. the consumer went idle).
     pub fn flush(&mut self) -> Option<u32> {
         if self.consumed == 0 {
@@ -190,6 +197,11 @@ mod tests {
         assert_eq!(w.flush(), None);
         // Consuming more than was received is clamped.
         assert_eq!(w.on_consume(1000), Some(95));
+        // consume_now returns batch and remainder together.
+        w.on_receive(100).unwrap();
+        assert_eq!(w.consume_now(30), Some(30));
+        assert_eq!(w.consume_now(0), None);
+        assert_eq!(w.consume_now(70), Some(70));
         assert!(WindowExceeded { got: 1, allowed: 0 }
             .to_string()
             .contains("window"));

@@ -29,6 +29,7 @@ pub mod frame;
 mod msg;
 mod parse;
 pub mod reader;
+mod refresh;
 pub mod wire;
 
 pub use crc::crc32;
@@ -44,6 +45,7 @@ pub use msg::{
 };
 pub use parse::{Frame, Malformed};
 pub use reader::{FrameReader, RawFrame, ReadEvent};
+pub use refresh::{Refresh, MAX_ENTROPY, MAX_HOSTNAME};
 
 /// Chooses the protocol version for a hello offering `min..=max`, if any is shared.
 pub fn negotiate(min: u16, max: u16) -> Option<u16> {

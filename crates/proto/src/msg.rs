@@ -4,6 +4,7 @@
 //! is not meant for it. The first payload byte is the message type.
 
 use crate::error::DecodeError;
+use crate::refresh::{Refresh, MAX_ENTROPY, MAX_HOSTNAME};
 use crate::wire::{Dec, Enc};
 use crate::MAX_PAYLOAD;
 
@@ -249,6 +250,9 @@ pub enum Msg {
     Close,
     /// Asks for a [`Msg::Pong`]. Session 0.
     Ping { token: u64 },
+    /// Re-identifies a guest restored from a snapshot (entropy, clock, host name), on
+    /// a new session; answered by [`Msg::Refreshed`] or [`Msg::Error`].
+    Refresh(Refresh),
 
     // Both directions.
     /// The receiver of `stream` consumed `bytes` more: the sender may send that many.
@@ -278,6 +282,12 @@ pub enum Msg {
     /// The agent lost the frame boundaries of what it received and dropped every
     /// session. Session 0.
     Reset { reason: String },
+    /// A [`Msg::Refresh`] was applied. Last message of its session.
+    Refreshed {
+        /// How far the guest's wall clock was stepped (guest time after minus
+        /// before), in ns; 0 when the clock was left alone.
+        clock_step_ns: i64,
+    },
 }
 
 mod tag {
@@ -290,6 +300,7 @@ mod tag {
     pub const CLOSE: u8 = 7;
     pub const PING: u8 = 8;
     pub const CREDIT: u8 = 9;
+    pub const REFRESH: u8 = 10;
     pub const READY: u8 = 20;
     pub const STARTED: u8 = 21;
     pub const EXITED: u8 = 22;
@@ -298,6 +309,7 @@ mod tag {
     pub const UPLOAD_DONE: u8 = 25;
     pub const PONG: u8 = 26;
     pub const RESET: u8 = 27;
+    pub const REFRESHED: u8 = 28;
 }
 
 impl Msg {
@@ -321,6 +333,8 @@ impl Msg {
             Msg::UploadDone { .. } => "upload done",
             Msg::Pong { .. } => "pong",
             Msg::Reset { .. } => "reset",
+            Msg::Refresh(_) => "refresh",
+            Msg::Refreshed { .. } => "refreshed",
         }
     }
 
@@ -454,6 +468,22 @@ impl Msg {
             Msg::Reset { reason } => {
                 e.u8(tag::RESET);
                 e.str(truncate_utf8(reason, MAX_TEXT));
+            }
+            Msg::Refresh(r) => {
+                e.u8(tag::REFRESH);
+                e.bytes(&r.entropy);
+                match r.realtime_ns {
+                    Some(t) => {
+                        e.u8(1);
+                        e.u64(t);
+                    }
+                    None => e.u8(0),
+                }
+                opt_bytes(&mut e, r.hostname.as_deref());
+            }
+            Msg::Refreshed { clock_step_ns } => {
+                e.u8(tag::REFRESHED);
+                e.u64(*clock_step_ns as u64);
             }
         }
         if e.buf.len() > MAX_PAYLOAD {
@@ -597,6 +627,25 @@ impl Msg {
             },
             tag::RESET => Msg::Reset {
                 reason: d.string("reason", MAX_TEXT)?,
+            },
+            tag::REFRESH => {
+                let entropy = d.bytes("entropy", MAX_ENTROPY)?;
+                let realtime_ns = match d.u8("clock flag")? {
+                    0 => None,
+                    1 => Some(d.u64("clock")?),
+                    v => return Err(invalid("clock flag", v)),
+                };
+                let hostname = dec_opt_bytes(&mut d, "hostname", MAX_HOSTNAME)?;
+                let r = Refresh {
+                    entropy,
+                    realtime_ns,
+                    hostname,
+                };
+                r.validate()?;
+                Msg::Refresh(r)
+            }
+            tag::REFRESHED => Msg::Refreshed {
+                clock_step_ns: d.u64("clock step")? as i64,
             },
             t => return Err(DecodeError::UnknownMessage(t)),
         };
@@ -746,6 +795,15 @@ mod tests {
             Msg::Reset {
                 reason: "lost framing".into(),
             },
+            Msg::Refresh(Refresh {
+                entropy: vec![7; 64],
+                realtime_ns: Some(1_700_000_000_000_000_000),
+                hostname: Some(b"clone-1".to_vec()),
+            }),
+            Msg::Refresh(Refresh::default()),
+            Msg::Refreshed {
+                clock_step_ns: -5_000_000_000,
+            },
         ]
     }
 
@@ -790,6 +848,26 @@ mod tests {
         assert!(matches!(
             Msg::decode(&empty_argv),
             Err(DecodeError::Invalid { what: "argv", .. })
+        ));
+        let bad_host = Msg::Refresh(Refresh {
+            hostname: Some(b"a\0b".to_vec()),
+            ..Default::default()
+        })
+        .encode()
+        .unwrap();
+        assert!(matches!(
+            Msg::decode(&bad_host),
+            Err(DecodeError::Invalid {
+                what: "hostname",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Msg::decode(&[tag::REFRESH, 0, 0, 0, 0, 2]),
+            Err(DecodeError::Invalid {
+                what: "clock flag",
+                ..
+            })
         ));
     }
 

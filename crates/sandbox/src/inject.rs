@@ -85,10 +85,29 @@ impl Engine for InjectAgent {
         source: &SnapshotSource,
         events: EventSink,
     ) -> Result<(), EngineError> {
-        self.inner.restore(spec, source, events)
+        // The agent is in the snapshot already (if its guest had one); only its
+        // channel's host side is new.
+        let _ = std::fs::remove_file(&self.socket);
+        let spec = VmSpec {
+            agent_socket: Some(self.socket.clone()),
+            ..spec.clone()
+        };
+        self.inner.restore(&spec, source, events)
     }
     fn update_drive(&self, update: &DriveUpdate) -> Result<(), EngineError> {
         self.inner.update_drive(update)
+    }
+    fn set_balloon(&self, amount_mib: u32) -> Result<(), EngineError> {
+        self.inner.set_balloon(amount_mib)
+    }
+    fn balloon_stats(&self) -> Result<ec1_engine::BalloonStats, EngineError> {
+        self.inner.balloon_stats()
+    }
+    fn set_balloon_stats_interval(&self, secs: u16) -> Result<(), EngineError> {
+        self.inner.set_balloon_stats_interval(secs)
+    }
+    fn update_net(&self, update: &ec1_engine::NetUpdate) -> Result<(), EngineError> {
+        self.inner.update_net(update)
     }
 }
 

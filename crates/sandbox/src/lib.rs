@@ -2,18 +2,24 @@
 //!
 //! [`Sandbox::boot`] picks the engine ([`make_engine`]), builds (or reuses) the agent
 //! initramfs, boots the guest and waits for the agent's readiness announcement; the
-//! [`ec1_client::Client`] it returns runs commands. Every phase is timed
-//! ([`BootTimings`]) so that `ec1 run --timings` and the benchmark can say where the
-//! time goes. Dropping a sandbox stops its VM and removes its files.
+//! [`ec1_client::Client`] it returns runs commands. [`Sandbox::from_template`] does the
+//! same from a boot template ([`template`]): the first start of a configuration boots
+//! cold and snapshots the ready guest, every later one restores it in tens of
+//! milliseconds. Every phase is timed ([`BootTimings`], [`RestoreTimings`]) so that
+//! `ec1 run --timings` and the benchmark can say where the time goes. Dropping a
+//! sandbox stops its VM and removes its files.
 
+mod clone;
 mod engine_choice;
 mod error;
 mod inject;
 mod sandbox;
+pub mod template;
 mod timings;
 
-pub use engine_choice::make_engine;
+pub use engine_choice::{make_engine, make_engine_cached};
 pub use error::SandboxError;
 pub use inject::{agent_socket_for, InjectAgent};
 pub use sandbox::{RootMode, Sandbox, SandboxOptions, DEFAULT_BOOT_ARGS};
-pub use timings::BootTimings;
+pub use template::TemplateCache;
+pub use timings::{BootPath, BootTimings, RestoreTimings, TemplateBuild};

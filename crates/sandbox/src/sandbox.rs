@@ -1,5 +1,5 @@
-use crate::{make_engine, BootTimings, SandboxError};
-use ec1_client::{Client, ConnectOptions};
+use crate::{make_engine, BootPath, BootTimings, RestoreTimings, SandboxError};
+use ec1_client::{Client, ConnectOptions, Refresh};
 use ec1_engine::{AccelChoice, CacheType, DriveSpec, Engine, MemoryBacking, SerialOut, VmSpec};
 use ec1_guest::initramfs;
 use std::path::{Path, PathBuf};
@@ -42,6 +42,9 @@ pub struct SandboxOptions {
     pub extra_boot_args: Vec<String>,
     /// How long the guest may take to boot to its agent.
     pub ready_timeout: Duration,
+    /// The guest's host name. Not part of a boot template's key: it is set after the
+    /// boot (or restore), so clones of one template can differ.
+    pub hostname: Option<String>,
 }
 
 impl Default for SandboxOptions {
@@ -57,6 +60,7 @@ impl Default for SandboxOptions {
             engine: AccelChoice::Auto,
             extra_boot_args: Vec::new(),
             ready_timeout: Duration::from_secs(60),
+            hostname: None,
         }
     }
 }
@@ -66,53 +70,55 @@ pub struct Sandbox {
     engine: Arc<dyn Engine>,
     client: Client,
     timings: BootTimings,
+    path: BootPath,
+    restore: Option<RestoreTimings>,
     console: PathBuf,
     // Last: removed after the engine has stopped (see Drop).
     run_dir: Option<tempfile::TempDir>,
 }
 
 impl Sandbox {
-    /// Boots a fresh microVM and waits for its agent.
+    /// Boots a fresh microVM (always cold: see [`Sandbox::from_template`] for the fast
+    /// way) and waits for its agent.
     pub fn boot(opts: &SandboxOptions) -> Result<Sandbox, SandboxError> {
         let t0 = Instant::now();
+        let engine = make_engine(opts.engine)?;
+        let mut sb = Sandbox::cold_boot(opts, engine, None, t0)?;
+        if let Some(h) = &opts.hostname {
+            sb.set_hostname(h)?;
+        }
+        Ok(sb)
+    }
+
+    /// Boots `opts` cold on `engine`, with guest RAM in `ram_file` (shared, so the
+    /// guest can be snapshotted) or anonymous memory. `t0` is when preparation began.
+    pub(crate) fn cold_boot(
+        opts: &SandboxOptions,
+        engine: Arc<dyn Engine>,
+        ram_file: Option<PathBuf>,
+        t0: Instant,
+    ) -> Result<Sandbox, SandboxError> {
         let kernel = match &opts.kernel {
             Some(k) => k.clone(),
             None => ec1_guest::kernel::path()?,
         };
         let initrd =
             initramfs::combined_initrd(opts.initrd.as_deref(), &initramfs::Options::from_env()?)?;
-        let run_dir = tempfile::Builder::new()
-            .prefix("ec1-sandbox-")
-            .tempdir()
-            .map_err(|source| SandboxError::Io {
-                context: "creating the sandbox's run directory".into(),
-                source,
-            })?;
-        let spec = spec_for(opts, kernel, initrd, run_dir.path())?;
+        let run_dir = new_run_dir()?;
+        let mut spec = spec_for(opts, kernel, initrd, run_dir.path())?;
+        if let Some(path) = ram_file {
+            spec.memory = MemoryBacking::File { path, shared: true };
+        }
         let prepare = t0.elapsed();
 
         let t1 = Instant::now();
-        let engine = make_engine(opts.engine)?;
         engine.start(&spec, Arc::new(|_| {}))?;
         let engine_start = t1.elapsed();
 
         let t2 = Instant::now();
         let socket = spec.agent_socket.clone().unwrap_or_default();
-        let connect = ConnectOptions {
-            connect_timeout: Duration::from_secs(10),
-            ready_timeout: opts.ready_timeout,
-        };
         let console = run_dir.path().join("console.log");
-        let client = match Client::connect(&socket, &connect) {
-            Ok(c) => c,
-            Err(error) => {
-                let _ = engine.stop();
-                return Err(SandboxError::Agent {
-                    error,
-                    console: tail(&console, 20),
-                });
-            }
-        };
+        let client = connect_agent(&engine, &socket, &console, opts.ready_timeout)?;
         let guest_boot = t2.elapsed();
         let ready = client.ready_info();
         let timings = BootTimings {
@@ -127,9 +133,71 @@ impl Sandbox {
             engine,
             client,
             timings,
+            path: BootPath::Cold { why: None },
+            restore: None,
             console,
             run_dir: Some(run_dir),
         })
+    }
+
+    /// A sandbox around a guest restored from a template and its reconnected agent.
+    pub(crate) fn restored(
+        engine: Arc<dyn Engine>,
+        client: Client,
+        key: String,
+        restore: RestoreTimings,
+        run_dir: tempfile::TempDir,
+    ) -> Sandbox {
+        // The cold-boot view of the phases: preparation (lookup, and the build if there
+        // was one), the engine (the restore), and the guest (reconnect and refresh).
+        let prepare = restore.total - restore.restore - restore.reconnect - restore.refresh;
+        Sandbox {
+            engine,
+            client,
+            timings: BootTimings {
+                prepare,
+                engine_start: restore.restore,
+                guest_boot: restore.reconnect + restore.refresh,
+                guest_kernel: Duration::ZERO,
+                guest_agent_ready: Duration::ZERO,
+                total: restore.total,
+            },
+            path: BootPath::Template { key },
+            restore: Some(restore),
+            console: run_dir.path().join("console.log"),
+            run_dir: Some(run_dir),
+        }
+    }
+
+    /// Sets the guest's host name (through the agent).
+    fn set_hostname(&mut self, hostname: &str) -> Result<(), SandboxError> {
+        let r = Refresh {
+            hostname: Some(hostname.as_bytes().to_vec()),
+            ..Refresh::default()
+        };
+        self.client
+            .refresh_with(&r)
+            .map_err(|error| SandboxError::Agent {
+                error,
+                console: tail(&self.console, 20),
+            })?;
+        Ok(())
+    }
+
+    /// Marks a cold boot with why no template was used.
+    pub(crate) fn with_cold_reason(mut self, why: String) -> Sandbox {
+        self.path = BootPath::Cold { why: Some(why) };
+        self
+    }
+
+    /// Whether the guest was booted cold or restored from a template.
+    pub fn boot_path(&self) -> &BootPath {
+        &self.path
+    }
+
+    /// The phases of a start from a template (`None` for a cold boot).
+    pub fn restore_timings(&self) -> Option<&RestoreTimings> {
+        self.restore.as_ref()
     }
 
     /// The agent connection: runs commands and moves files.
@@ -170,6 +238,39 @@ impl Drop for Sandbox {
         let _ = self.engine.stop();
         // run_dir (if still held) is removed by its own Drop, after the engine stopped.
     }
+}
+
+/// A private directory for a sandbox's sockets and console log. It lives under
+/// `$TMPDIR`, not in the cache, because socket paths are limited to 107 bytes.
+pub(crate) fn new_run_dir() -> Result<tempfile::TempDir, SandboxError> {
+    tempfile::Builder::new()
+        .prefix("ec1-sandbox-")
+        .tempdir()
+        .map_err(|source| SandboxError::Io {
+            context: "creating the sandbox's run directory".into(),
+            source,
+        })
+}
+
+/// Connects to the agent of a guest that `engine` runs; on failure the guest is stopped
+/// and the error carries the end of its console.
+pub(crate) fn connect_agent(
+    engine: &Arc<dyn Engine>,
+    socket: &Path,
+    console: &Path,
+    ready_timeout: Duration,
+) -> Result<Client, SandboxError> {
+    let connect = ConnectOptions {
+        connect_timeout: Duration::from_secs(10),
+        ready_timeout,
+    };
+    Client::connect(socket, &connect).map_err(|error| {
+        let _ = engine.stop();
+        SandboxError::Agent {
+            error,
+            console: tail(console, 20),
+        }
+    })
 }
 
 /// The machine for `opts`; `run_dir` holds the agent socket and console log.
@@ -220,10 +321,11 @@ pub(crate) fn spec_for(
         agent_socket: Some(run_dir.join("agent.sock")),
         memory: MemoryBacking::Anonymous,
         run_dir: run_dir.to_path_buf(),
+        devices: Default::default(),
     })
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();

@@ -38,9 +38,121 @@ impl fmt::Display for BootTimings {
     }
 }
 
+/// How a sandbox came to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootPath {
+    /// A cold boot of the kernel; `why` says why no template was used, if one was
+    /// asked for.
+    Cold { why: Option<String> },
+    /// Restored from the boot template `key`.
+    Template { key: String },
+}
+
+impl fmt::Display for BootPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootPath::Cold { why: None } => write!(f, "cold"),
+            BootPath::Cold { why: Some(w) } => write!(f, "cold ({w})"),
+            BootPath::Template { key } => write!(f, "template {}", &key[..key.len().min(12)]),
+        }
+    }
+}
+
+/// The phases of a start from a boot template, on the host's monotonic clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreTimings {
+    /// Finding the template: the key's inputs (a stat per file) and the engine.
+    pub lookup: Duration,
+    /// Building the template, when this start had to: its cold boot and snapshot.
+    pub build: Option<TemplateBuild>,
+    /// The engine's restore: QEMU spawned, device state loaded, vCPUs running.
+    pub restore: Duration,
+    /// Reconnecting to the restored agent: hello, and its readiness announcement.
+    pub reconnect: Duration,
+    /// Making the clone distinct: entropy, clock, host name.
+    pub refresh: Duration,
+    /// How far the refresh stepped the guest's clock, in ns (positive: forward).
+    pub clock_step_ns: i64,
+    /// The whole start.
+    pub total: Duration,
+}
+
+/// What building a template cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TemplateBuild {
+    /// The cold boot of the template's guest to its agent's readiness.
+    pub boot: Duration,
+    /// Pausing and snapshotting it, stopping it, moving the template into place.
+    pub snapshot: Duration,
+}
+
+impl fmt::Display for RestoreTimings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(b) = &self.build {
+            write!(
+                f,
+                "template built first: cold boot {:.1} ms + snapshot {:.1} ms; ",
+                ms(b.boot),
+                ms(b.snapshot)
+            )?;
+        }
+        write!(
+            f,
+            "start {:.1} ms = lookup {:.1} + restore {:.1} + agent reconnect {:.1} + refresh {:.1} (clock stepped {:.1} s)",
+            ms(self.total),
+            ms(self.lookup),
+            ms(self.restore),
+            ms(self.reconnect),
+            ms(self.refresh),
+            self.clock_step_ns as f64 / 1e9
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_and_restore_phases_display() {
+        assert_eq!(BootPath::Cold { why: None }.to_string(), "cold");
+        assert_eq!(
+            BootPath::Cold {
+                why: Some("asked".into())
+            }
+            .to_string(),
+            "cold (asked)"
+        );
+        assert_eq!(
+            BootPath::Template {
+                key: "0123456789abcdef".into()
+            }
+            .to_string(),
+            "template 0123456789ab"
+        );
+        let mut r = RestoreTimings {
+            lookup: Duration::from_millis(1),
+            restore: Duration::from_millis(30),
+            reconnect: Duration::from_millis(5),
+            refresh: Duration::from_millis(2),
+            clock_step_ns: 3_000_000_000,
+            total: Duration::from_millis(38),
+            build: None,
+        };
+        let s = r.to_string();
+        assert!(
+            s.starts_with("start 38.0 ms = lookup 1.0 + restore 30.0 + agent reconnect 5.0"),
+            "{s}"
+        );
+        assert!(s.contains("clock stepped 3.0 s"), "{s}");
+        r.build = Some(TemplateBuild {
+            boot: Duration::from_millis(900),
+            snapshot: Duration::from_millis(20),
+        });
+        assert!(r
+            .to_string()
+            .starts_with("template built first: cold boot 900.0 ms"));
+    }
 
     #[test]
     fn display_names_every_phase() {

@@ -39,15 +39,24 @@ fn short_hash(bytes: &[u8]) -> String {
 
 /// Builds `fixtures/test_init.rs` into a static binary (once per source version).
 pub fn test_init_binary() -> PathBuf {
-    let out = artefact_dir().join(format!(
-        "test-init-{}",
-        short_hash(TEST_INIT_SOURCE.as_bytes())
-    ));
+    static_binary("test-init", TEST_INIT_SOURCE)
+}
+
+/// Builds `fixtures/vsock_tool.rs`, a static AF_VSOCK client/server to copy into a
+/// guest (see its header for the commands), once per source version.
+pub fn vsock_tool_binary() -> PathBuf {
+    static_binary("vsock-tool", include_str!("../fixtures/vsock_tool.rs"))
+}
+
+/// Builds a one-file Rust program without crates into a static binary, cached by the
+/// hash of its source.
+fn static_binary(name: &str, source: &str) -> PathBuf {
+    let out = artefact_dir().join(format!("{name}-{}", short_hash(source.as_bytes())));
     if out.is_file() {
         return out;
     }
-    let src = artefact_dir().join(format!("test_init-{}.rs", std::process::id()));
-    std::fs::write(&src, TEST_INIT_SOURCE).expect("writing the test init source");
+    let src = artefact_dir().join(format!("{name}-{}.rs", std::process::id()));
+    std::fs::write(&src, source).expect("writing a test program's source");
     let tmp = out.with_extension(format!("tmp{}", std::process::id()));
     let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
         .args([
@@ -63,10 +72,10 @@ pub fn test_init_binary() -> PathBuf {
         .arg(&src)
         .env_remove("RUSTFLAGS")
         .status()
-        .expect("running rustc for the test init");
+        .expect("running rustc for a test program");
     let _ = std::fs::remove_file(&src);
-    assert!(status.success(), "rustc failed to build the test init");
-    std::fs::rename(&tmp, &out).expect("moving the test init into place");
+    assert!(status.success(), "rustc failed to build {name}");
+    std::fs::rename(&tmp, &out).expect("moving a test program into place");
     out
 }
 

@@ -1,0 +1,278 @@
+//! The device endpoints: entropy, balloon, vsock, network interfaces and the MMDS
+//! configuration. Pre-boot requests are checked and stored in [`VmResources`]; post-boot
+//! ones go to the engine. A request that fails changes nothing.
+//!
+//! What the QEMU engine cannot do is refused here, at `PUT` time, with a 400 that names
+//! why, rather than at `InstanceStart`.
+
+use ec1_engine::{BalloonStats, NetUpdate};
+use serde_json::{json, Value};
+
+use super::{engine_call, engine_err, Inner, Vmm};
+use crate::error::VmmActionError;
+use crate::models::*;
+use crate::resources::tap_exists;
+use crate::validation;
+
+/// Pages of 4 KiB in a MiB: Firecracker reports balloon sizes in both.
+const PAGES_PER_MIB: u64 = 256;
+
+fn balloon_err(m: impl Into<String>) -> VmmActionError {
+    VmmActionError::BalloonConfig(m.into())
+}
+
+fn no_balloon() -> VmmActionError {
+    balloon_err("No balloon device found.")
+}
+
+/// Firecracker's `BalloonStats` JSON: the sizes always, the guest's statistics when
+/// it has reported them.
+pub(crate) fn stats_json(s: &BalloonStats) -> Value {
+    let mut v = json!({
+        "target_pages": u64::from(s.target_mib) * PAGES_PER_MIB,
+        "actual_pages": u64::from(s.actual_mib) * PAGES_PER_MIB,
+        "target_mib": s.target_mib,
+        "actual_mib": s.actual_mib,
+    });
+    let optional = [
+        ("swap_in", s.swap_in),
+        ("swap_out", s.swap_out),
+        ("major_faults", s.major_faults),
+        ("minor_faults", s.minor_faults),
+        ("free_memory", s.free_memory),
+        ("total_memory", s.total_memory),
+        ("available_memory", s.available_memory),
+        ("disk_caches", s.disk_caches),
+        ("hugetlb_allocations", s.hugetlb_allocations),
+        ("hugetlb_failures", s.hugetlb_failures),
+        ("oom_kill", s.oom_kill),
+        ("alloc_stall", s.alloc_stall),
+        ("async_scan", s.async_scan),
+        ("direct_scan", s.direct_scan),
+        ("async_reclaim", s.async_reclaim),
+        ("direct_reclaim", s.direct_reclaim),
+    ];
+    if let Some(obj) = v.as_object_mut() {
+        for (k, val) in optional {
+            if let Some(n) = val {
+                obj.insert(k.into(), json!(n));
+            }
+        }
+    }
+    v
+}
+
+impl Vmm {
+    pub(super) fn put_entropy(
+        &self,
+        inner: &mut Inner,
+        cfg: EntropyDeviceConfig,
+    ) -> Result<(), VmmActionError> {
+        if let Some(rl) = cfg.rate_limiter.and_then(|r| r.to_engine()) {
+            if rl.ops.is_some() {
+                return Err(self.unsupported(
+                    "operations (ops) rate limits on the entropy device are (QEMU's virtio-rng limits bytes per period only; use bandwidth)",
+                ));
+            }
+        }
+        inner.resources.entropy = Some(cfg);
+        Ok(())
+    }
+
+    pub(super) fn put_balloon(
+        &self,
+        inner: &mut Inner,
+        cfg: BalloonDeviceConfig,
+    ) -> Result<(), VmmActionError> {
+        validation::validate_balloon(&cfg, inner.resources.machine_config.mem_size_mib)
+            .map_err(VmmActionError::BalloonConfig)?;
+        if cfg.free_page_hinting {
+            return Err(self.unsupported(
+                "free page hinting is (QEMU runs hinting only while migrating; use free_page_reporting)",
+            ));
+        }
+        inner.resources.balloon = Some(cfg);
+        Ok(())
+    }
+
+    pub(super) fn get_balloon(&self, inner: &Inner) -> Result<Value, VmmActionError> {
+        inner
+            .resources
+            .balloon
+            .as_ref()
+            .map(|b| json!(b))
+            .ok_or_else(no_balloon)
+    }
+
+    pub(super) fn patch_balloon(
+        &self,
+        inner: &mut Inner,
+        u: BalloonUpdateConfig,
+    ) -> Result<(), VmmActionError> {
+        if inner.resources.balloon.is_none() {
+            return Err(no_balloon());
+        }
+        let mem = inner.resources.machine_config.mem_size_mib;
+        if u.amount_mib as usize > mem {
+            return Err(balloon_err(format!(
+                "Amount of pages requested is too large: {} MiB is more than the guest's {mem} MiB.",
+                u.amount_mib
+            )));
+        }
+        engine_call(inner.engine.clone(), |e| e.set_balloon(u.amount_mib))
+            .map_err(|e| engine_err(e, balloon_err))?;
+        if let Some(b) = inner.resources.balloon.as_mut() {
+            b.amount_mib = u.amount_mib;
+        }
+        Ok(())
+    }
+
+    pub(super) fn balloon_stats(&self, inner: &Inner) -> Result<Value, VmmActionError> {
+        let b = inner.resources.balloon.as_ref().ok_or_else(no_balloon)?;
+        if b.stats_polling_interval_s == 0 {
+            return Err(balloon_err(
+                "Statistics for the balloon device are not enabled: set stats_polling_interval_s when configuring the balloon.",
+            ));
+        }
+        let s = engine_call(inner.engine.clone(), |e| e.balloon_stats())
+            .map_err(|e| engine_err(e, balloon_err))?;
+        Ok(stats_json(&s))
+    }
+
+    pub(super) fn patch_balloon_stats(
+        &self,
+        inner: &mut Inner,
+        u: BalloonUpdateStatsConfig,
+    ) -> Result<(), VmmActionError> {
+        let b = inner.resources.balloon.as_ref().ok_or_else(no_balloon)?;
+        if (b.stats_polling_interval_s == 0) != (u.stats_polling_interval_s == 0) {
+            return Err(balloon_err(
+                "Cannot enable or disable balloon statistics after boot: only a non-zero interval can be changed to another.",
+            ));
+        }
+        engine_call(inner.engine.clone(), |e| {
+            e.set_balloon_stats_interval(u.stats_polling_interval_s)
+        })
+        .map_err(|e| engine_err(e, balloon_err))?;
+        if let Some(b) = inner.resources.balloon.as_mut() {
+            b.stats_polling_interval_s = u.stats_polling_interval_s;
+        }
+        Ok(())
+    }
+
+    /// Hinting runs: refused, since no balloon here can have hinting enabled.
+    pub(super) fn balloon_hinting(&self, inner: &Inner) -> VmmActionError {
+        if inner.resources.balloon.is_none() {
+            return no_balloon();
+        }
+        self.unsupported(
+            "free page hinting is (QEMU runs hinting only while migrating; use free_page_reporting)",
+        )
+    }
+
+    pub(super) fn put_vsock(
+        &self,
+        inner: &mut Inner,
+        cfg: VsockDeviceConfig,
+    ) -> Result<(), VmmActionError> {
+        validation::validate_vsock(&cfg).map_err(VmmActionError::VsockConfig)?;
+        inner
+            .resources
+            .set_vsock(cfg)
+            .map_err(VmmActionError::VsockConfig)
+    }
+
+    pub(super) fn put_network(
+        &self,
+        inner: &mut Inner,
+        cfg: NetworkInterfaceConfig,
+    ) -> Result<(), VmmActionError> {
+        validation::validate_net(&cfg).map_err(VmmActionError::NetworkConfig)?;
+        let limited = |r: Option<RateLimiterConfig>| r.and_then(|r| r.to_engine()).is_some();
+        if limited(cfg.rx_rate_limiter) || limited(cfg.tx_rate_limiter) {
+            return Err(self.unsupported(
+                "network rate limiters are (QEMU has no per-interface throttle)",
+            ));
+        }
+        inner
+            .resources
+            .insert_net(cfg, tap_exists)
+            .map_err(VmmActionError::NetworkConfig)
+    }
+
+    pub(super) fn patch_network(
+        &self,
+        inner: &mut Inner,
+        u: NetworkInterfaceUpdateConfig,
+    ) -> Result<(), VmmActionError> {
+        if !inner.resources.net.iter().any(|n| n.iface_id == u.iface_id) {
+            return Err(VmmActionError::NetworkConfig(format!(
+                "Invalid interface ID - not found: {}",
+                u.iface_id
+            )));
+        }
+        let update = NetUpdate {
+            id: u.iface_id.clone(),
+            rx_rate_limit: u.rx_rate_limiter.map(|r| r.to_engine().unwrap_or_default()),
+            tx_rate_limit: u.tx_rate_limiter.map(|r| r.to_engine().unwrap_or_default()),
+        };
+        engine_call(inner.engine.clone(), |e| e.update_net(&update))
+            .map_err(|e| engine_err(e, VmmActionError::NetworkConfig))?;
+        if let Some(n) = inner
+            .resources
+            .net
+            .iter_mut()
+            .find(|n| n.iface_id == u.iface_id)
+        {
+            if u.rx_rate_limiter.is_some() {
+                n.rx_rate_limiter = u.rx_rate_limiter;
+            }
+            if u.tx_rate_limiter.is_some() {
+                n.tx_rate_limiter = u.tx_rate_limiter;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn put_mmds_config(
+        &self,
+        inner: &mut Inner,
+        cfg: MmdsConfig,
+    ) -> Result<(), VmmActionError> {
+        validation::validate_mmds_config(&cfg).map_err(VmmActionError::MmdsConfig)?;
+        if let Some(missing) = cfg
+            .network_interfaces
+            .iter()
+            .find(|id| !inner.resources.net.iter().any(|n| &n.iface_id == *id))
+        {
+            return Err(VmmActionError::MmdsConfig(format!(
+                "The list of network interface IDs provided contains at least one ID that does not correspond to any existing network interface: {missing}."
+            )));
+        }
+        Err(self.unsupported(
+            "MMDS network access from the guest is (ec1 is not in the interface's frame path on the qemu engine yet)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_use_firecrackers_names_and_units() {
+        let s = BalloonStats {
+            target_mib: 64,
+            actual_mib: 32,
+            free_memory: Some(1234),
+            hugetlb_failures: Some(0),
+            ..Default::default()
+        };
+        let v = stats_json(&s);
+        assert_eq!(
+            v,
+            json!({"target_pages": 16384, "actual_pages": 8192, "target_mib": 64,
+                   "actual_mib": 32, "free_memory": 1234, "hugetlb_failures": 0})
+        );
+    }
+}

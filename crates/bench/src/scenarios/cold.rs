@@ -1,0 +1,119 @@
+//! `cold`: a fresh VM each run, boot → agent ready → exec `true` → shutdown.
+//!
+//! The phases add up to the run's wall time. The guest-side split comes from the
+//! agent's readiness announcement (guest `CLOCK_BOOTTIME` when the agent started and
+//! when it was ready): "guest kernel" is the guest's uptime when the agent's `main`
+//! began, "agent init" the agent's own setup, and "host sees ready" what remains of the
+//! host's wait (firmware and early kernel before the guest clock starts, plus getting
+//! the announcement across the channel).
+
+use crate::error::BenchError;
+use crate::sample::{Run, Stage};
+use ec1_client::Command;
+use ec1_sandbox::{BootTimings, Sandbox, SandboxOptions};
+use std::time::{Duration, Instant};
+
+/// The metric: CPU time QEMU used from its start until the agent was ready (see
+/// [`crate::cpu`]: less disturbed by a busy machine than wall time).
+pub const QEMU_CPU: &str = "QEMU CPU to ready";
+
+/// Phase names, in order.
+pub const PHASES: [&str; 7] = [
+    "prepare",
+    "engine start",
+    "guest kernel",
+    "agent init",
+    "host sees ready",
+    "exec true",
+    "teardown",
+];
+
+/// The run for boot timings `t`, an exec of `exec` and a teardown of `teardown`.
+/// Guest-side figures are clamped so that no phase is negative when the guest's clock
+/// disagrees with the host's.
+pub fn phases_of(t: &BootTimings, exec: Duration, teardown: Duration) -> Run {
+    let kernel = t.guest_kernel.min(t.guest_boot);
+    let ready = t.guest_agent_ready.clamp(kernel, t.guest_boot.max(kernel));
+    Run::default()
+        .phase(PHASES[0], Stage::Boot, t.prepare)
+        .phase(PHASES[1], Stage::Boot, t.engine_start)
+        .phase(PHASES[2], Stage::Boot, kernel)
+        .phase(PHASES[3], Stage::Boot, ready - kernel)
+        .phase(PHASES[4], Stage::Boot, t.guest_boot.saturating_sub(ready))
+        .phase(PHASES[5], Stage::Work, exec)
+        .phase(PHASES[6], Stage::Teardown, teardown)
+}
+
+/// One cold run.
+pub fn cold_run(opts: &SandboxOptions) -> Result<Run, BenchError> {
+    let sb = Sandbox::boot(opts)?;
+    let timings = *sb.timings();
+    let cpu = crate::cpu::own_qemu_cpu_ms();
+    let t = Instant::now();
+    let out = sb.client().output(&Command::new("true"));
+    let exec = t.elapsed();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            return Err(BenchError::Guest(format!(
+                "`true` failed: {e}\nlast lines of the guest console:\n{}",
+                sb.console_tail(20)
+            )))
+        }
+    };
+    if !out.status.success() {
+        return Err(BenchError::Guest(format!(
+            "`true` exited with {}",
+            out.status
+        )));
+    }
+    let teardown = sb.shutdown()?;
+    let run = phases_of(&timings, exec, teardown);
+    Ok(match cpu {
+        Some(ms) => run.metric(QEMU_CPU, "ms", ms),
+        None => run,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn phases_add_up_to_the_wall_time() {
+        let t = BootTimings {
+            prepare: ms(2),
+            engine_start: ms(30),
+            guest_boot: ms(700),
+            guest_kernel: ms(600),
+            guest_agent_ready: ms(650),
+            total: ms(732),
+        };
+        let r = phases_of(&t, ms(5), ms(8));
+        let names: Vec<&str> = r.phases.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, PHASES);
+        assert_eq!(r.phase_ms("guest kernel"), Some(600.0));
+        assert_eq!(r.phase_ms("agent init"), Some(50.0));
+        assert_eq!(r.phase_ms("host sees ready"), Some(50.0));
+        assert!((r.total_ms() - 745.0).abs() < 1e-9);
+        assert!((r.stage_ms(Stage::Boot) - 732.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_guest_clock_ahead_of_the_host_gives_no_negative_phase() {
+        let t = BootTimings {
+            guest_boot: ms(500),
+            guest_kernel: ms(520),
+            guest_agent_ready: ms(560),
+            ..Default::default()
+        };
+        let r = phases_of(&t, ms(1), ms(1));
+        assert!(r.phases.iter().all(|p| p.ms >= 0.0), "{r:?}");
+        assert_eq!(r.phase_ms("guest kernel"), Some(500.0));
+        assert!((r.stage_ms(Stage::Boot) - 500.0).abs() < 1e-9);
+    }
+}

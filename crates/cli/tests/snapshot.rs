@@ -1,0 +1,227 @@
+//! Snapshots and boot templates through the `ec1` binary: Firecracker's
+//! `PUT /snapshot/create` and `/snapshot/load` across two ec1 processes,
+//! `--describe-snapshot`, and `ec1 run`'s templates (reuse, rebuild on a changed kernel
+//! or agent, `--cold`, `ec1 template ls|prune`).
+
+use ec1_testkit::{http, kernel, spawn_tied, wait_for};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime};
+
+const EC1: &str = env!("CARGO_BIN_EXE_ec1");
+
+/// An `ec1 --inject-agent --api-sock` process (killed when dropped).
+struct Vmm {
+    child: std::process::Child,
+    sock: std::path::PathBuf,
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn vmm(dir: &Path, name: &str) -> Vmm {
+    let sock = dir.join(format!("{name}.sock"));
+    let mut cmd = Command::new(EC1);
+    cmd.args(["--inject-agent", "--id", name, "--api-sock"])
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = spawn_tied(cmd);
+    wait_for(Duration::from_secs(10), || sock.exists().then_some(()))
+        .expect("ec1 did not create its API socket");
+    Vmm { child, sock }
+}
+
+fn exec(sock: &Path, script: &str) -> Output {
+    Command::new(EC1)
+        .arg("exec")
+        .arg("--api-sock")
+        .arg(sock)
+        .args(["--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn put(sock: &Path, path: &str, body: Value) -> (u16, String) {
+    http(sock, "PUT", path, Some(&body.to_string()))
+}
+
+#[test]
+fn firecracker_snapshot_create_and_load_in_a_fresh_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let a = vmm(d, "a");
+    let (code, body) = put(
+        &a.sock,
+        "/boot-source",
+        json!({"kernel_image_path": kernel(), "boot_args": "console=ttyS0 reboot=k panic=1 quiet"}),
+    );
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = put(
+        &a.sock,
+        "/machine-config",
+        json!({"vcpu_count": 1, "mem_size_mib": 128}),
+    );
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = put(&a.sock, "/actions", json!({"action_type": "InstanceStart"}));
+    assert_eq!(code, 204, "{body}");
+    // A file in the guest's tmpfs, written before the snapshot.
+    ok(&exec(&a.sock, "echo written-before > /tmp/marker"));
+
+    let snap = d.join("vm.snap");
+    let mem = d.join("vm.mem");
+    let create = json!({"snapshot_type": "Full", "snapshot_path": snap, "mem_file_path": mem});
+    let (code, body) = put(&a.sock, "/snapshot/create", create.clone());
+    assert_eq!(code, 400, "a running VM cannot be snapshotted: {body}");
+    let (code, body) = http(&a.sock, "PATCH", "/vm", Some(r#"{"state":"Paused"}"#));
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = put(&a.sock, "/snapshot/create", create);
+    assert_eq!(code, 204, "{body}");
+    drop(a);
+
+    let described = Command::new(EC1)
+        .arg("--describe-snapshot")
+        .arg(&snap)
+        .output()
+        .unwrap();
+    assert_eq!(ok(&described), "v1.0.0\n");
+    let not_ours = d.join("not-a-snapshot");
+    std::fs::write(&not_ours, "hello").unwrap();
+    let described = Command::new(EC1)
+        .arg("--describe-snapshot")
+        .arg(&not_ours)
+        .output()
+        .unwrap();
+    assert_eq!(described.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&described.stderr).contains("not an ec1 snapshot"));
+
+    // A corrupted snapshot is refused by a fresh process, which can still load a good one.
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let bad = d.join("bad.snap");
+    let n = bytes.len();
+    bytes[n - 1] ^= 0x55;
+    std::fs::write(&bad, &bytes).unwrap();
+    let b = vmm(d, "b");
+    let load = |path: &Path| {
+        json!({"snapshot_path": path,
+               "mem_backend": {"backend_type": "File", "backend_path": mem},
+               "resume_vm": true})
+    };
+    let (code, body) = put(&b.sock, "/snapshot/load", load(&bad));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("corrupted"), "{body}");
+    drop(b);
+    let c = vmm(d, "c");
+    let (code, body) = put(&c.sock, "/snapshot/load", load(&snap));
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = http(&c.sock, "GET", "/", None);
+    assert_eq!(code, 200);
+    let info: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["state"], "Running", "{body}");
+    // The guest carries on: its file is there, and commands run.
+    assert_eq!(ok(&exec(&c.sock, "cat /tmp/marker")), "written-before\n");
+    assert_eq!(ok(&exec(&c.sock, "echo $((6 * 7))")), "42\n");
+}
+
+/// `ec1 run` with its cache in `xdg` (so templates are this test's own).
+fn run(xdg: &Path, ec1: &Path, args: &[&str]) -> (String, String) {
+    let out = Command::new(ec1)
+        .env("XDG_CACHE_HOME", xdg)
+        .arg("run")
+        .args(["--engine", "qemu-tcg", "--mem", "128", "--timings"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+fn template(xdg: &Path, action: &[&str]) -> String {
+    let out = Command::new(EC1)
+        .env("XDG_CACHE_HOME", xdg)
+        .arg("template")
+        .args(action)
+        .output()
+        .unwrap();
+    ok(&out)
+}
+
+#[test]
+fn run_reuses_templates_and_rebuilds_them_when_an_input_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let xdg = tmp.path().join("cache");
+    let k = tmp.path().join("vmlinux");
+    std::fs::copy(kernel(), &k).unwrap();
+    let ks = k.to_str().unwrap();
+    let ec1 = Path::new(EC1);
+
+    let (out, err) = run(&xdg, ec1, &["--kernel", ks, "--", "echo", "one"]);
+    assert_eq!(out, "one\n");
+    assert!(err.contains("ec1 timings: template "), "{err}");
+    assert!(err.contains("template built first"), "{err}");
+    let (out, err) = run(&xdg, ec1, &["--kernel", ks, "--", "echo", "two"]);
+    assert_eq!(out, "two\n");
+    assert!(err.contains("ec1 timings: template "), "{err}");
+    assert!(
+        !err.contains("built first"),
+        "the second run reuses it: {err}"
+    );
+    let (_, err) = run(&xdg, ec1, &["--kernel", ks, "--cold", "--", "true"]);
+    assert!(err.contains("ec1 timings: cold\n"), "{err}");
+    let ls = template(&xdg, &["ls"]);
+    assert_eq!(ls.lines().count(), 1, "{ls}");
+    assert!(ls.contains("128 MiB") && !ls.contains("STALE"), "{ls}");
+
+    // A changed kernel: a new template.
+    let f = std::fs::OpenOptions::new().append(true).open(&k).unwrap();
+    f.set_modified(SystemTime::now() + Duration::from_secs(10))
+        .unwrap();
+    drop(f);
+    let (_, err) = run(&xdg, ec1, &["--kernel", ks, "--", "true"]);
+    assert!(err.contains("template built first"), "{err}");
+    let ls = template(&xdg, &["ls"]);
+    assert_eq!(ls.lines().count(), 2, "{ls}");
+    assert_eq!(ls.matches("STALE").count(), 1, "{ls}");
+    let pruned = template(&xdg, &["prune"]);
+    assert!(
+        pruned.ends_with("1 stale template(s) removed\n"),
+        "{pruned}"
+    );
+
+    // Another ec1 binary (it embeds its own agent): a new template too.
+    let other = tmp.path().join("ec1-other");
+    std::fs::copy(ec1, &other).unwrap();
+    let (_, err) = run(&xdg, &other, &["--kernel", ks, "--", "true"]);
+    assert!(err.contains("template built first"), "{err}");
+    let ls = template(&xdg, &["ls"]);
+    assert_eq!(ls.lines().count(), 2, "{ls}");
+    let key = ls
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(template(&xdg, &["rm", &key[..8]]).starts_with("removed "));
+    assert_eq!(template(&xdg, &["ls"]).lines().count(), 1);
+}

@@ -1,0 +1,184 @@
+//! A real guest for integration tests: QEMU (TCG) through ec1's engine, booting the
+//! guest kernel with the agent initramfs built by `ec1_guest::initramfs`, and a
+//! connected [`Client`].
+
+#![allow(dead_code)] // each test file uses part of this
+
+use ec1_client::{Client, Command, ConnectOptions};
+use ec1_engine::{Accel, Engine, EngineEvent, MemoryBacking, SerialOut, VmSpec};
+use ec1_engine_qemu::{QemuEngine, QemuOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where the kernel is built during development (the brief's fallback).
+const DEV_KERNEL: &str = "/tmp/kb/linux-source-6.1/vmlinux";
+
+/// The guest kernel: `$EC1_KERNEL`, else the development build, else ec1's cached
+/// kernel. Fails (never skips) with how to get one.
+pub fn kernel() -> PathBuf {
+    if let Some(k) = std::env::var_os("EC1_KERNEL") {
+        let k = PathBuf::from(k);
+        assert!(
+            k.is_file(),
+            "EC1_KERNEL={} is not a file: point it at a guest vmlinux (`ec1 kernel path`)",
+            k.display()
+        );
+        return k;
+    }
+    if Path::new(DEV_KERNEL).is_file() {
+        return DEV_KERNEL.into();
+    }
+    ec1_guest::kernel::path().unwrap_or_else(|e| {
+        panic!(
+            "no guest kernel for the agent tests ({e}): set EC1_KERNEL to a vmlinux, or run \
+             `ec1 kernel build`"
+        )
+    })
+}
+
+/// A booted guest with a connected client.
+pub struct Guest {
+    pub engine: QemuEngine,
+    pub client: Client,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub boot_signals: Arc<Mutex<Vec<Instant>>>,
+    pub started: Instant,
+    pub connected_after: Duration,
+}
+
+impl Guest {
+    /// Boots a guest with `mem_mib` of RAM and `vcpus`, extra kernel arguments
+    /// `extra_cmdline`, and connects to its agent.
+    pub fn boot(name: &str, mem_mib: u32, vcpus: u8, extra_cmdline: &str) -> Guest {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("ec1-client-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        register_cleanup(dir.clone());
+        let opts = ec1_guest::initramfs::Options::from_env().expect("a cache directory");
+        let initrd = ec1_guest::initramfs::combined_initrd(None, &opts)
+            .unwrap_or_else(|e| panic!("building the agent initramfs: {e}"));
+        let socket = dir.join("agent.sock");
+        let spec = VmSpec {
+            id: format!("client-test-{name}"),
+            kernel: kernel(),
+            initrd: Some(initrd),
+            cmdline: format!("console=ttyS0 reboot=k panic=-1 quiet {extra_cmdline}"),
+            vcpus,
+            smt: false,
+            mem_mib,
+            drives: vec![],
+            serial: SerialOut::File(dir.join("serial.log")),
+            agent_socket: Some(socket.clone()),
+            memory: MemoryBacking::Anonymous,
+            run_dir: dir.clone(),
+            devices: Default::default(),
+        };
+        let engine = QemuEngine::new(Accel::Tcg, QemuOptions::default())
+            .expect("QEMU 10 is installed (scripts/setup.sh)");
+        let boot_signals = Arc::new(Mutex::new(Vec::new()));
+        let bs = boot_signals.clone();
+        let started = Instant::now();
+        engine
+            .start(
+                &spec,
+                Arc::new(move |e| {
+                    if let EngineEvent::GuestBootSignal { at } = e {
+                        bs.lock().unwrap().push(at);
+                    }
+                }),
+            )
+            .unwrap_or_else(|e| panic!("starting the guest: {e}"));
+        let client = Client::connect(
+            &socket,
+            &ConnectOptions {
+                connect_timeout: Duration::from_secs(20),
+                ready_timeout: Duration::from_secs(60),
+            },
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "connecting to the guest agent: {e}\n--- serial console ---\n{}",
+                String::from_utf8_lossy(&std::fs::read(dir.join("serial.log")).unwrap_or_default())
+            )
+        });
+        let connected_after = started.elapsed();
+        Guest {
+            engine,
+            client,
+            dir,
+            socket,
+            boot_signals,
+            started,
+            connected_after,
+        }
+    }
+
+    /// The serial console so far.
+    pub fn serial(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.dir.join("serial.log")).unwrap_or_default())
+            .into_owned()
+    }
+
+    /// Runs a shell script to completion; panics with the console on failure to run.
+    pub fn sh(&self, script: &str) -> ec1_client::Output {
+        self.client
+            .output(&Command::shell(script))
+            .unwrap_or_else(|e| panic!("running {script:?}: {e}\n--- console ---\n{}", self.serial()))
+    }
+
+    /// stdout of a script that must succeed, as text.
+    pub fn sh_ok(&self, script: &str) -> String {
+        let o = self.sh(script);
+        assert!(
+            o.status.success(),
+            "{script:?}: {}\nstderr: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+/// Directories to remove when the test process exits (a shared guest lives in a
+/// `static`, which is never dropped; QEMU itself dies with this process, see
+/// `PR_SET_PDEATHSIG` in the engine).
+fn register_cleanup(dir: PathBuf) {
+    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    DIRS.lock().unwrap().push(dir);
+    extern "C" fn cleanup() {
+        if let Ok(dirs) = DIRS.lock() {
+            for d in dirs.iter() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+    ONCE.call_once(|| {
+        // SAFETY: registering a plain `extern "C"` function with atexit.
+        unsafe { libc::atexit(cleanup) };
+    });
+}
+
+/// A deterministic pseudo-random byte stream (xorshift), for payloads both sides can
+/// check.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(data))
+}

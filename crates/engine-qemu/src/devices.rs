@@ -1,0 +1,491 @@
+//! Where the optional devices ([`ec1_engine::Devices`]) sit on `microvm`'s virtio-mmio
+//! transports and the QEMU options that create them.
+//!
+//! Transports are handed out in a fixed order: drives, the agent channel, then
+//! entropy, balloon, vsock and the network interfaces. The order only has to be stable
+//! for one command line; the guest finds each device by its virtio device id.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use ec1_engine::{EngineError, MemoryBacking, NetSpec, RateLimit, VmSpec};
+
+/// The qdev id of the balloon device; its QOM path is `/machine/peripheral/<id>`.
+pub(crate) const BALLOON_ID: &str = "balloon0";
+/// The file name of the vhost-user control socket in the run directory, where the vsock
+/// backend listens and QEMU connects.
+pub(crate) const VSOCK_CONTROL_SOCKET: &str = "vsock.vhost.sock";
+
+/// The QOM path of the balloon device.
+pub(crate) fn balloon_qom_path() -> String {
+    format!("/machine/peripheral/{BALLOON_ID}")
+}
+
+/// The number of virtio-mmio transports `spec` needs.
+pub(crate) fn transport_count(spec: &VmSpec) -> usize {
+    let d = &spec.devices;
+    spec.drives.len()
+        + usize::from(spec.agent_socket.is_some())
+        + usize::from(d.entropy.is_some())
+        + usize::from(d.balloon.is_some())
+        + usize::from(d.vsock.is_some())
+        + d.nets.len()
+}
+
+/// The vhost-user control socket of `spec`'s vsock device.
+pub(crate) fn vsock_control_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join(VSOCK_CONTROL_SOCKET)
+}
+
+/// Whether guest RAM must be a shared mapping a second process can map too: a
+/// vhost-user backend (vsock) reads and writes the guest's queues directly.
+pub(crate) fn needs_shared_memory(spec: &VmSpec) -> bool {
+    spec.devices.vsock.is_some()
+}
+
+/// Rejects device settings QEMU cannot provide. Pure.
+pub(crate) fn check_devices(spec: &VmSpec) -> Result<(), EngineError> {
+    let invalid = |m: String| EngineError::InvalidSpec(m);
+    if let Some(e) = &spec.devices.entropy {
+        entropy_limit(e.rate_limit.as_ref()).map_err(invalid)?;
+    }
+    if let Some(b) = &spec.devices.balloon {
+        if u64::from(b.amount_mib) > u64::from(spec.mem_mib) {
+            return Err(invalid(format!(
+                "the balloon's amount_mib {} is more than the guest's {} MiB",
+                b.amount_mib, spec.mem_mib
+            )));
+        }
+        if b.free_page_hinting {
+            return Err(invalid(
+                "free page hinting: QEMU runs hinting only while it migrates a guest, so ec1 cannot start or stop hinting runs; use free_page_reporting".into(),
+            ));
+        }
+    }
+    if let Some(v) = &spec.devices.vsock {
+        if v.guest_cid < 3 {
+            return Err(invalid(format!(
+                "vsock guest_cid {} is reserved; it must be 3 or more",
+                v.guest_cid
+            )));
+        }
+        if matches!(spec.memory, MemoryBacking::File { shared: false, .. }) {
+            return Err(invalid(
+                "a vsock device needs guest RAM the vhost-user backend can map, but this guest's RAM is a private copy-on-write file mapping".into(),
+            ));
+        }
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut taps = std::collections::HashSet::new();
+    for n in &spec.devices.nets {
+        if !ids.insert(n.id.as_str()) {
+            return Err(invalid(format!(
+                "network interface id {:?} is used twice",
+                n.id
+            )));
+        }
+        if !taps.insert(n.tap.as_str()) {
+            return Err(invalid(format!(
+                "TAP device {:?} is given to two network interfaces",
+                n.tap
+            )));
+        }
+        if n.tap.is_empty() || n.tap.len() > 15 || n.tap.contains(['/', ',', '\0']) {
+            return Err(invalid(format!(
+                "TAP device name {:?} is not a valid interface name",
+                n.tap
+            )));
+        }
+        if n.rx_rate_limit.is_some() || n.tx_rate_limit.is_some() {
+            return Err(invalid(
+                "network rate limiters: QEMU has no per-interface throttle".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is a TUN/TAP interface in this network namespace (`/sys/class/net`
+/// shows the namespace of the process that reads it).
+pub(crate) fn tap_exists(name: &str) -> Result<(), String> {
+    let dir = Path::new("/sys/class/net").join(name);
+    if !dir.exists() {
+        return Err(format!(
+            "there is no network interface {name:?} here: create the TAP device first (`ip tuntap add {name} mode tap`)"
+        ));
+    }
+    if !dir.join("tun_flags").exists() {
+        return Err(format!(
+            "network interface {name:?} is not a TAP device: give host_dev_name a TAP device (`ip tuntap add NAME mode tap`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a vsock `uds_path` the way binding it would: the directory exists and the
+/// path is free (Firecracker refuses a path in use too; the owner must remove it).
+pub(crate) fn check_uds_path(p: &Path) -> Result<(), String> {
+    let len = p.as_os_str().len();
+    // The backend listens on `<uds_path>_<port>` paths too: keep room for a port.
+    if len + 11 > crate::validate::MAX_SOCKET_PATH {
+        return Err(format!(
+            "uds_path {} is {len} bytes long; with a `_<port>` suffix it must fit the {} bytes of a Unix socket path",
+            p.display(),
+            crate::validate::MAX_SOCKET_PATH
+        ));
+    }
+    if p.symlink_metadata().is_ok() {
+        return Err(format!(
+            "uds_path {} already exists: remove it (or pick another path) first",
+            p.display()
+        ));
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "the directory of uds_path {} does not exist",
+            p.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks what the devices need on the host: TAP devices, the vsock socket path.
+pub(crate) fn check_device_files(spec: &VmSpec) -> Result<(), EngineError> {
+    for n in &spec.devices.nets {
+        tap_exists(&n.tap).map_err(EngineError::InvalidSpec)?;
+    }
+    if let Some(v) = &spec.devices.vsock {
+        check_uds_path(&v.uds_path).map_err(EngineError::InvalidSpec)?;
+    }
+    Ok(())
+}
+
+/// QEMU's `max-bytes`/`period` for an entropy rate limit: `size` bytes per
+/// `refill_time_ms`. QEMU has neither a one-time burst (ignored: the limit is only
+/// stricter) nor a limit on requests (refused).
+pub(crate) fn entropy_limit(r: Option<&RateLimit>) -> Result<Option<(u64, u32)>, String> {
+    let Some(r) = r else { return Ok(None) };
+    if r.ops.is_some() {
+        return Err(
+            "an operations (ops) limit on the entropy device: QEMU's virtio-rng limits bytes per period only; use a bandwidth limit".into(),
+        );
+    }
+    let Some(b) = r.bandwidth else {
+        return Ok(None);
+    };
+    let period = u32::try_from(b.refill_time_ms).map_err(|_| {
+        format!(
+            "an entropy refill_time of {} ms: QEMU's period is at most {} ms",
+            b.refill_time_ms,
+            u32::MAX
+        )
+    })?;
+    Ok(Some((b.size, period)))
+}
+
+/// A MAC address as QEMU writes it.
+fn mac_string(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The `-netdev` and `-device` values of network interface `index` on transport `bus`.
+fn net_args(index: usize, n: &NetSpec, bus: &str) -> (String, String) {
+    let netdev = format!(
+        "tap,id=net{index},ifname={},script=no,downscript=no,vhost=off",
+        n.tap
+    );
+    let mut device = format!("virtio-net-device,netdev=net{index},id=nic{index},bus={bus}");
+    if let Some(mac) = &n.mac {
+        device.push_str(&format!(",mac={}", mac_string(mac)));
+    }
+    if let Some(mtu) = n.mtu {
+        device.push_str(&format!(",host_mtu={mtu}"));
+    }
+    (netdev, device)
+}
+
+/// Appends the devices' options to `out` as (flag, value) pairs, taking transports
+/// from `first_bus` on; `bus(i)` names transport `i`.
+pub(crate) fn device_args(
+    spec: &VmSpec,
+    first_bus: usize,
+    bus: impl Fn(usize) -> String,
+    out: &mut Vec<(&'static str, OsString)>,
+) -> Result<(), EngineError> {
+    let mut next = first_bus;
+    let mut take = || {
+        let b = bus(next);
+        next += 1;
+        b
+    };
+    let d = &spec.devices;
+    if let Some(e) = &d.entropy {
+        out.push(("-object", "rng-builtin,id=rng0".into()));
+        let mut dev = format!("virtio-rng-device,rng=rng0,id=rng,bus={}", take());
+        if let Some((bytes, period)) =
+            entropy_limit(e.rate_limit.as_ref()).map_err(EngineError::InvalidSpec)?
+        {
+            dev.push_str(&format!(",max-bytes={bytes},period={period}"));
+        }
+        out.push(("-device", dev.into()));
+    }
+    if let Some(b) = &d.balloon {
+        let on_off = |v: bool| if v { "on" } else { "off" };
+        out.push((
+            "-device",
+            format!(
+                "virtio-balloon-device,id={BALLOON_ID},bus={},deflate-on-oom={},free-page-reporting={}",
+                take(),
+                on_off(b.deflate_on_oom),
+                on_off(b.free_page_reporting)
+            )
+            .into(),
+        ));
+    }
+    if d.vsock.is_some() {
+        let mut chardev = OsString::from("socket,id=vsock,path=");
+        chardev.push(crate::args::escape(
+            vsock_control_socket(&spec.run_dir).as_os_str(),
+        ));
+        out.push(("-chardev", chardev));
+        out.push((
+            "-device",
+            format!("vhost-user-vsock-device,chardev=vsock,id=vsock0,bus={}", take()).into(),
+        ));
+    }
+    for (i, n) in d.nets.iter().enumerate() {
+        let (netdev, device) = net_args(i, n, &take());
+        out.push(("-netdev", netdev.into()));
+        out.push(("-device", device.into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ec1_engine::{BalloonSpec, EntropySpec, TokenBucket, VsockSpec};
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            id: "t".into(),
+            kernel: "/k".into(),
+            initrd: None,
+            cmdline: String::new(),
+            vcpus: 1,
+            smt: false,
+            mem_mib: 128,
+            drives: vec![],
+            serial: ec1_engine::SerialOut::Null,
+            agent_socket: None,
+            memory: MemoryBacking::Anonymous,
+            run_dir: "/run/x".into(),
+            devices: Default::default(),
+        }
+    }
+
+    fn bus(i: usize) -> String {
+        format!("b{i}")
+    }
+
+    fn args(s: &VmSpec, first: usize) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        device_args(s, first, bus, &mut out).unwrap();
+        out.into_iter()
+            .map(|(f, v)| (f.to_string(), v.to_string_lossy().into_owned()))
+            .collect()
+    }
+
+    fn bucket(size: u64, refill_time_ms: u64) -> TokenBucket {
+        TokenBucket {
+            size,
+            one_time_burst: 0,
+            refill_time_ms,
+        }
+    }
+
+    fn net(id: &str, tap: &str) -> NetSpec {
+        NetSpec {
+            id: id.into(),
+            tap: tap.into(),
+            mac: None,
+            mtu: None,
+            rx_rate_limit: None,
+            tx_rate_limit: None,
+        }
+    }
+
+    #[test]
+    fn every_device_in_order_on_its_own_transport() {
+        let mut s = spec();
+        s.devices.entropy = Some(EntropySpec {
+            rate_limit: Some(RateLimit {
+                bandwidth: Some(bucket(1000, 100)),
+                ops: None,
+            }),
+        });
+        s.devices.balloon = Some(BalloonSpec {
+            amount_mib: 16,
+            deflate_on_oom: true,
+            stats_polling_interval_s: 1,
+            free_page_hinting: false,
+            free_page_reporting: true,
+        });
+        s.devices.vsock = Some(VsockSpec {
+            guest_cid: 3,
+            uds_path: "/tmp/v.sock".into(),
+        });
+        let mut n = net("eth0", "tap0");
+        n.mac = Some([6, 0, 0xac, 0x10, 0, 2]);
+        n.mtu = Some(1400);
+        s.devices.nets = vec![n, net("eth1", "tap1")];
+        assert_eq!(transport_count(&s), 5);
+        assert!(needs_shared_memory(&s));
+        check_devices(&s).unwrap();
+        let a = args(&s, 2);
+        let expect = [
+            ("-object", "rng-builtin,id=rng0"),
+            (
+                "-device",
+                "virtio-rng-device,rng=rng0,id=rng,bus=b2,max-bytes=1000,period=100",
+            ),
+            (
+                "-device",
+                "virtio-balloon-device,id=balloon0,bus=b3,deflate-on-oom=on,free-page-reporting=on",
+            ),
+            ("-chardev", "socket,id=vsock,path=/run/x/vsock.vhost.sock"),
+            (
+                "-device",
+                "vhost-user-vsock-device,chardev=vsock,id=vsock0,bus=b4",
+            ),
+            (
+                "-netdev",
+                "tap,id=net0,ifname=tap0,script=no,downscript=no,vhost=off",
+            ),
+            (
+                "-device",
+                "virtio-net-device,netdev=net0,id=nic0,bus=b5,mac=06:00:ac:10:00:02,host_mtu=1400",
+            ),
+            (
+                "-netdev",
+                "tap,id=net1,ifname=tap1,script=no,downscript=no,vhost=off",
+            ),
+            ("-device", "virtio-net-device,netdev=net1,id=nic1,bus=b6"),
+        ];
+        let expect: Vec<(String, String)> = expect
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(a, expect);
+    }
+
+    #[test]
+    fn no_devices_no_arguments() {
+        let s = spec();
+        assert!(args(&s, 0).is_empty());
+        assert_eq!(transport_count(&s), 0);
+        assert!(!needs_shared_memory(&s));
+        assert_eq!(balloon_qom_path(), "/machine/peripheral/balloon0");
+    }
+
+    #[test]
+    fn host_checks() {
+        assert!(tap_exists("ec1-no-such-if").unwrap_err().contains("ip tuntap add"));
+        assert!(tap_exists("lo").unwrap_err().contains("not a TAP"));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.sock");
+        check_uds_path(&p).unwrap();
+        std::fs::write(&p, "").unwrap();
+        assert!(check_uds_path(&p).unwrap_err().contains("already exists"));
+        assert!(check_uds_path(Path::new("/nonexistent/dir/v.sock"))
+            .unwrap_err()
+            .contains("does not exist"));
+        let long = dir.path().join("x".repeat(100));
+        assert!(check_uds_path(&long).unwrap_err().contains("bytes long"));
+        let mut s = spec();
+        s.devices.nets = vec![net("eth0", "ec1-no-such-if")];
+        assert!(check_device_files(&s).is_err());
+        s.devices.nets.clear();
+        s.devices.vsock = Some(VsockSpec {
+            guest_cid: 3,
+            uds_path: p,
+        });
+        assert!(check_device_files(&s).is_err());
+    }
+
+    #[test]
+    fn entropy_limits() {
+        assert_eq!(entropy_limit(None), Ok(None));
+        let r = RateLimit {
+            bandwidth: Some(bucket(4096, 1000)),
+            ops: None,
+        };
+        assert_eq!(entropy_limit(Some(&r)), Ok(Some((4096, 1000))));
+        let r = RateLimit {
+            bandwidth: None,
+            ops: Some(bucket(1, 1)),
+        };
+        assert!(entropy_limit(Some(&r)).unwrap_err().contains("ops"));
+        let r = RateLimit {
+            bandwidth: Some(bucket(1, u64::from(u32::MAX) + 1)),
+            ops: None,
+        };
+        assert!(entropy_limit(Some(&r)).unwrap_err().contains("period"));
+        assert_eq!(entropy_limit(Some(&RateLimit::default())), Ok(None));
+    }
+
+    #[test]
+    fn invalid_devices_are_refused() {
+        let mut s = spec();
+        s.devices.balloon = Some(BalloonSpec {
+            amount_mib: 1000,
+            ..Default::default()
+        });
+        assert!(check_devices(&s).unwrap_err().to_string().contains("more than"));
+        s.devices.balloon = Some(BalloonSpec {
+            free_page_hinting: true,
+            ..Default::default()
+        });
+        assert!(check_devices(&s).unwrap_err().to_string().contains("hinting"));
+        s.devices.balloon = None;
+        s.devices.vsock = Some(VsockSpec {
+            guest_cid: 2,
+            uds_path: "/v".into(),
+        });
+        assert!(check_devices(&s).is_err());
+        s.devices.vsock = Some(VsockSpec {
+            guest_cid: 3,
+            uds_path: "/v".into(),
+        });
+        s.memory = MemoryBacking::File {
+            path: "/m".into(),
+            shared: false,
+        };
+        assert!(check_devices(&s).unwrap_err().to_string().contains("private"));
+        s.memory = MemoryBacking::Anonymous;
+        s.devices.nets = vec![net("a", "tap0"), net("a", "tap1")];
+        assert!(check_devices(&s).unwrap_err().to_string().contains("twice"));
+        s.devices.nets = vec![net("a", "tap0"), net("b", "tap0")];
+        assert!(check_devices(&s).unwrap_err().to_string().contains("two"));
+        s.devices.nets = vec![net("a", "t,ap")];
+        assert!(check_devices(&s).is_err());
+        s.devices.nets = vec![net("a", "tap0")];
+        s.devices.nets[0].rx_rate_limit = Some(RateLimit::default());
+        assert!(check_devices(&s).is_err());
+        s.devices.nets[0].rx_rate_limit = None;
+        s.devices.entropy = Some(EntropySpec {
+            rate_limit: Some(RateLimit {
+                bandwidth: None,
+                ops: Some(bucket(1, 1)),
+            }),
+        });
+        assert!(check_devices(&s).is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! The host-side inputs of a template, found without the slow calls a cold boot makes
+//! (`dpkg-query` for the default kernel, `busybox --list-full` and hashing for the
+//! initramfs, `qemu --version` for the engine): a template start must stay far below
+//! their ~70 ms.
+
+use std::path::{Path, PathBuf};
+
+use ec1_engine_qemu::version_cache::{file_identity, find_in_path};
+use ec1_engine_qemu::QemuEngine;
+
+use super::key::HostFacts;
+use crate::sandbox::spec_for;
+use crate::{SandboxError, SandboxOptions};
+
+/// Where dpkg records installed packages: the default kernel's path depends on the
+/// installed `linux-source-6.1` version, so a change here means "resolve it again".
+const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+/// The file remembering the default kernel's path, in the template cache.
+const DEFAULT_KERNEL_FILE: &str = ".default-kernel";
+
+/// The default kernel (`ec1 kernel build`'s), remembered in `dir` by the identity of
+/// dpkg's database and of ec1 itself (which holds the kernel configuration): the
+/// lookup asks `dpkg-query` (~10 ms) only when either changed.
+pub fn default_kernel(dir: &Path, ec1: &Path) -> Result<PathBuf, SandboxError> {
+    let stamp = format!(
+        "{}\n{}\n",
+        file_identity(Path::new(DPKG_STATUS)).unwrap_or_default(),
+        file_identity(ec1).unwrap_or_default()
+    );
+    let memo = dir.join(DEFAULT_KERNEL_FILE);
+    if let Ok(text) = std::fs::read_to_string(&memo) {
+        if let Some(path) = text.strip_prefix(&stamp) {
+            let p = PathBuf::from(path.trim_end_matches('\n'));
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    let k = ec1_guest::kernel::path()?;
+    let tmp = memo.with_extension(format!("tmp{}", std::process::id()));
+    let saved = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, format!("{stamp}{}\n", k.display())))
+        .and_then(|()| std::fs::rename(&tmp, &memo));
+    if saved.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(k)
+}
+
+/// The facts for `opts` with `engine` (a template's key inputs besides the options).
+pub fn facts(
+    opts: &SandboxOptions,
+    engine: &QemuEngine,
+    cache_dir: &Path,
+) -> Result<HostFacts, SandboxError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| SandboxError::Io {
+            context: what,
+            source,
+        }
+    };
+    let ec1 = std::env::current_exe().map_err(io("finding ec1's own executable"))?;
+    let kernel = match &opts.kernel {
+        Some(k) => k.clone(),
+        None => default_kernel(cache_dir, &ec1)?,
+    };
+    let qemu = find_in_path(engine.binary()).ok_or_else(|| SandboxError::Io {
+        context: format!("finding {} in PATH", engine.binary().display()),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })?;
+    let busybox = ec1_guest::initramfs::Options::from_env()?.busybox;
+    // The command line as the guest sees it; the engine adds the host's TSC rate
+    // under TCG, so that is part of it too.
+    let spec = spec_for(opts, kernel.clone(), PathBuf::new(), Path::new("/"))?;
+    let ctx = engine.args_context();
+    Ok(HostFacts {
+        engine: ec1_engine::Engine::name(engine).to_string(),
+        qemu,
+        firmware: ctx.firmware.clone(),
+        ec1,
+        busybox,
+        kernel,
+        cmdline: format!("{} [tsc_khz={:?}]", spec.cmdline, ctx.tsc_khz),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_kernel_is_remembered_until_dpkg_or_ec1_change() {
+        let d = tempfile::tempdir().unwrap();
+        let ec1 = d.path().join("ec1");
+        std::fs::write(&ec1, "v1").unwrap();
+        let real = default_kernel(d.path(), &ec1).expect("the default kernel is built");
+        let memo = d.path().join(DEFAULT_KERNEL_FILE);
+        let text = std::fs::read_to_string(&memo).unwrap();
+        assert!(text.ends_with(&format!("{}\n", real.display())), "{text}");
+        // A planted answer is used while the stamp matches...
+        let fake = d.path().join("vmlinux");
+        std::fs::write(&fake, "k").unwrap();
+        let stamp = text.strip_suffix(&format!("{}\n", real.display())).unwrap();
+        std::fs::write(&memo, format!("{stamp}{}\n", fake.display())).unwrap();
+        assert_eq!(default_kernel(d.path(), &ec1).unwrap(), fake);
+        // ...and not once ec1 changed.
+        std::fs::write(&ec1, "v2, rebuilt").unwrap();
+        assert_eq!(default_kernel(d.path(), &ec1).unwrap(), real);
+        // A remembered kernel that vanished is looked up again.
+        let text = std::fs::read_to_string(&memo).unwrap();
+        let stamp = text.strip_suffix(&format!("{}\n", real.display())).unwrap();
+        std::fs::write(&memo, format!("{stamp}/nonexistent/vmlinux\n")).unwrap();
+        assert_eq!(default_kernel(d.path(), &ec1).unwrap(), real);
+    }
+}

@@ -1,0 +1,213 @@
+//! Boot templates with real guests (TCG): the first start builds the template, later
+//! starts restore it; clones are distinct (random bytes, host name, clock), many run at
+//! once, a changed input makes a new template, and a broken one falls back to a cold
+//! boot. The guests share one template where they can: a build is a cold boot.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ec1_client::Command;
+use ec1_sandbox::template::{MEM_FILE, STATE_FILE};
+use ec1_sandbox::{BootPath, RootMode, Sandbox, SandboxOptions, TemplateCache};
+
+fn opts() -> SandboxOptions {
+    SandboxOptions {
+        kernel: Some(ec1_testkit::kernel()),
+        mem_mib: 128,
+        engine: ec1_engine::AccelChoice::Tcg,
+        ..SandboxOptions::default()
+    }
+}
+
+fn sh(sb: &Sandbox, script: &str) -> String {
+    let out = sb
+        .client()
+        .output(&Command::new("sh").arg("-c").arg(script))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn key(sb: &Sandbox) -> String {
+    match sb.boot_path() {
+        BootPath::Template { key } => key.clone(),
+        other => panic!("not from a template: {other}"),
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn templates_are_built_once_and_clones_are_distinct() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = TemplateCache::at(tmp.path().join("templates"));
+    let o = opts();
+
+    let first = Sandbox::from_template(&o, &cache).unwrap();
+    let k = key(&first);
+    let r = first.restore_timings().unwrap();
+    assert!(r.build.is_some(), "the first start builds the template");
+    assert!(cache.has(&k));
+    assert_eq!(sh(&first, "echo hi"), "hi\n");
+    first.shutdown().unwrap();
+    let meta = cache.meta(&k).unwrap();
+    assert_eq!(meta.inputs.mem_mib, 128);
+    assert_eq!(meta.inputs.kernel.path, ec1_testkit::kernel());
+
+    // Time passes between the template and its clones: their clocks must follow.
+    std::thread::sleep(Duration::from_secs(2));
+    let a = Sandbox::from_template(
+        &SandboxOptions {
+            hostname: Some("clone-a".into()),
+            ..o.clone()
+        },
+        &cache,
+    )
+    .unwrap();
+    let b = Sandbox::from_template(
+        &SandboxOptions {
+            hostname: Some("clone-b".into()),
+            ..o.clone()
+        },
+        &cache,
+    )
+    .unwrap();
+    assert_eq!(key(&a), k);
+    assert!(a.restore_timings().unwrap().build.is_none(), "reused");
+    assert!(
+        a.restore_timings().unwrap().clock_step_ns > 1_000_000_000,
+        "the clone's clock was behind by the time since the snapshot"
+    );
+    // Both run at once and differ.
+    let script = "head -c 16 /dev/urandom | od -x | head -1; hostname";
+    let (out_a, out_b) = (sh(&a, script), sh(&b, script));
+    let (rand_a, host_a) = out_a.split_once('\n').unwrap();
+    let (rand_b, host_b) = out_b.split_once('\n').unwrap();
+    assert_ne!(rand_a, rand_b, "two clones produced the same random bytes");
+    assert_eq!((host_a, host_b), ("clone-a\n", "clone-b\n"));
+    for sb in [&a, &b] {
+        let guest: u64 = sh(sb, "date +%s").trim().parse().unwrap();
+        let host = now_s();
+        assert!(
+            guest.abs_diff(host) <= 2,
+            "guest clock {guest}, host clock {host}"
+        );
+    }
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+    let state = cache.dir(&k).join(STATE_FILE);
+    let state_before = std::fs::read(&state).unwrap();
+    let mem_len = std::fs::metadata(cache.dir(&k).join(MEM_FILE))
+        .unwrap()
+        .len();
+    assert_eq!(mem_len, 128 << 20);
+
+    // 20 clones at once, all answering.
+    let clones: Vec<Sandbox> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..20)
+            .map(|_| s.spawn(|| Sandbox::from_template(&o, &cache)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    let kr = &k;
+    std::thread::scope(|s| {
+        for (i, c) in clones.iter().enumerate() {
+            s.spawn(move || {
+                assert_eq!(&key(c), kr);
+                assert_eq!(sh(c, &format!("echo {i}")), format!("{i}\n"));
+            });
+        }
+    });
+    drop(clones);
+    assert!(
+        std::fs::read(&state).unwrap() == state_before,
+        "clones never write the template"
+    );
+
+    // A changed kernel makes a new template; the old one is stale.
+    let kernel = tmp.path().join("vmlinux");
+    std::fs::copy(ec1_testkit::kernel(), &kernel).unwrap();
+    let ko = SandboxOptions {
+        kernel: Some(kernel.clone()),
+        ..o.clone()
+    };
+    let c = Sandbox::from_template(&ko, &cache).unwrap();
+    let k2 = key(&c);
+    assert_ne!(k2, k);
+    assert!(c.restore_timings().unwrap().build.is_some());
+    c.shutdown().unwrap();
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&kernel)
+        .unwrap();
+    f.set_modified(SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    let stale: Vec<_> = cache
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|t| !t.stale.is_empty())
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(stale, vec![k2.clone()]);
+    assert_eq!(cache.prune().unwrap(), vec![k2]);
+    assert!(cache.has(&k));
+}
+
+#[test]
+fn broken_templates_and_writable_roots_boot_cold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = TemplateCache::at(tmp.path().join("templates"));
+    let o = SandboxOptions { vcpus: 2, ..opts() };
+    let sb = Sandbox::from_template(&o, &cache).unwrap();
+    let k = key(&sb);
+    sb.shutdown().unwrap();
+    // A corrupted template is refused, removed, and the start boots cold.
+    let state = cache.dir(&k).join(STATE_FILE);
+    let mut bytes = std::fs::read(&state).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0xff;
+    std::fs::write(&state, bytes).unwrap();
+    let sb = Sandbox::from_template(&o, &cache).unwrap();
+    match sb.boot_path() {
+        BootPath::Cold { why: Some(w) } => assert!(w.contains("corrupted"), "{w}"),
+        other => panic!("{other}"),
+    }
+    assert_eq!(sh(&sb, "nproc"), "2\n");
+    sb.shutdown().unwrap();
+    assert!(!cache.has(&k), "the broken template was removed");
+
+    // A writable root image is never templated.
+    let img: PathBuf = tmp.path().join("root.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let ro = SandboxOptions {
+        rootfs: Some(img),
+        mode: RootMode::Rootfs,
+        hostname: Some("cold-one".into()),
+        ..opts()
+    };
+    let sb = Sandbox::from_template(&ro, &cache).unwrap();
+    match sb.boot_path() {
+        BootPath::Cold { why: Some(w) } => assert!(w.contains("--rootfs-ro"), "{w}"),
+        other => panic!("{other}"),
+    }
+    assert!(sb.restore_timings().is_none());
+    assert_eq!(
+        sh(&sb, "hostname"),
+        "cold-one\n",
+        "host names reach cold boots too"
+    );
+    sb.shutdown().unwrap();
+    assert!(cache.list().unwrap().is_empty());
+}
