@@ -200,8 +200,13 @@ fn run(sh: &Arc<Shared>, s: &Arc<Session>, req: ExecRequest, input: Option<Recei
     let io = match master {
         Some(m) => {
             // A pty has one output stream: say at once that stderr is empty.
-            sh.outbox
-                .data(s.epoch, Kind::Stderr, s.id, Vec::new(), true);
+            sh.outbox.data(
+                s.epoch,
+                Kind::Stderr,
+                s.id,
+                crate::outbox::frame_buf(0),
+                true,
+            );
             let w = if req.stdin { m.try_clone().ok() } else { None };
             let out = match m.try_clone() {
                 Ok(f) => f,
@@ -310,7 +315,7 @@ fn pump(sh: &Shared, s: &Session, f: &File, kind: Kind) {
         let Some(n) = gate.acquire(DATA_CHUNK, None) else {
             return; // session closed
         };
-        let mut buf = Vec::new();
+        let mut buf = crate::outbox::frame_buf(n);
         match sys::read_into_vec(f.as_raw_fd(), &mut buf, n) {
             Ok(m) if m > 0 => {
                 gate.refund(n - m);
@@ -325,7 +330,8 @@ fn pump(sh: &Shared, s: &Session, f: &File, kind: Kind) {
                 }
                 gate.refund(n);
                 if !s.is_closed() {
-                    sh.outbox.data(s.epoch, kind, s.id, Vec::new(), true);
+                    sh.outbox
+                        .data(s.epoch, kind, s.id, crate::outbox::frame_buf(0), true);
                 }
                 return;
             }

@@ -151,10 +151,11 @@ fn download(sh: &Shared, s: &Session, path: &Path) {
         let Some(n) = s.file.acquire(DATA_CHUNK, None) else {
             return; // closed by the host
         };
-        let mut buf = Vec::new();
+        let mut buf = crate::outbox::frame_buf(n);
         match sys::read_into_vec(f.as_raw_fd(), &mut buf, n) {
             Ok(0) => {
-                sh.outbox.data(s.epoch, Kind::File, s.id, Vec::new(), true);
+                sh.outbox
+                    .data(s.epoch, Kind::File, s.id, crate::outbox::frame_buf(0), true);
                 // The end of the data is the end of the session.
                 return sh.end_quietly(s);
             }

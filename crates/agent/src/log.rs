@@ -19,7 +19,11 @@ pub fn debug_enabled() -> bool {
 /// A message that always reaches the console.
 #[macro_export]
 macro_rules! warn {
-    ($($t:tt)*) => { eprintln!("ec1-agent: {}", format_args!($($t)*)) };
+    ($($t:tt)*) => {{
+        // Not `eprintln!`: it panics when the console fails, and a panic ends PID 1.
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "ec1-agent: {}", format_args!($($t)*));
+    }};
 }
 
 /// A message for `ec1.debug` only.
@@ -27,7 +31,7 @@ macro_rules! warn {
 macro_rules! debug {
     ($($t:tt)*) => {
         if $crate::log::debug_enabled() {
-            eprintln!("ec1-agent: {}", format_args!($($t)*))
+            $crate::warn!($($t)*)
         }
     };
 }

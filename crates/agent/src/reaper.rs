@@ -96,9 +96,8 @@ impl InitReaper {
             // SAFETY: siginfo_t is plain data; waitid fills it.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child waitable.
-            let r = unsafe {
-                libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT)
-            };
+            let r =
+                unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
             if r == -1 {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {

@@ -33,19 +33,20 @@ pub fn realtime_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
 }
 
-/// Reads at most `max` bytes from `fd` into the spare capacity of `buf` (which must be
-/// empty), without zero-filling it first: the stdout path allocates one buffer per
-/// frame and this keeps it to that one allocation. Retries on `EINTR`.
+/// Reads at most `max` bytes from `fd` and appends them to `buf`, without
+/// zero-filling the space first: the stdout path allocates one buffer per frame (see
+/// [`crate::outbox::frame_buf`]) and this keeps it to that one allocation. Retries on
+/// `EINTR`.
 pub fn read_into_vec(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-    debug_assert!(buf.is_empty());
-    buf.reserve_exact(max);
+    buf.reserve(max);
+    let len = buf.len();
     loop {
-        // SAFETY: the pointer is to `max` bytes of capacity owned by `buf`; read(2)
-        // writes at most `max` bytes there and reports how many.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), max) };
+        // SAFETY: the pointer is to at least `max` bytes of spare capacity owned by
+        // `buf`; read(2) writes at most `max` bytes there and reports how many.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().add(len).cast(), max) };
         if n >= 0 {
-            // SAFETY: read(2) initialised the first `n` <= `max` bytes.
-            unsafe { buf.set_len(n as usize) };
+            // SAFETY: read(2) initialised the `n` <= `max` bytes after `len`.
+            unsafe { buf.set_len(len + n as usize) };
             return Ok(n as usize);
         }
         let e = io::Error::last_os_error();
@@ -96,9 +97,9 @@ mod tests {
         let mut v = Vec::new();
         assert_eq!(read_into_vec(r.as_raw_fd(), &mut v, 3).unwrap(), 3);
         assert_eq!(v, b"hel");
-        let mut v = Vec::new();
+        let mut v = b"prefix:".to_vec();
         assert_eq!(read_into_vec(r.as_raw_fd(), &mut v, 64).unwrap(), 2);
-        assert_eq!(v, b"lo");
+        assert_eq!(v, b"prefix:lo");
         let mut v = Vec::new();
         assert_eq!(read_into_vec(r.as_raw_fd(), &mut v, 64).unwrap(), 0);
         assert!(read_into_vec(-1, &mut Vec::new(), 1).is_err());

@@ -58,7 +58,8 @@ fn the_init_reaper_dispatches_statuses_reaps_orphans_and_survives_failed_spawns(
             .filter(|s| {
                 let rest = s.rsplit(')').next().unwrap_or("");
                 let f: Vec<_> = rest.split_whitespace().collect();
-                f.first() == Some(&"Z") && f.get(1) == Some(&std::process::id().to_string().as_str())
+                f.first() == Some(&"Z")
+                    && f.get(1) == Some(&std::process::id().to_string().as_str())
             })
             .count();
         if zombies == 0 {

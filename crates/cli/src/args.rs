@@ -125,6 +125,9 @@ pub enum Command {
         #[command(subcommand)]
         action: KernelAction,
     },
+    /// Keep warm clones of a configuration's boot template ready for `ec1 run` (until
+    /// SIGINT/SIGTERM).
+    Pool(PoolArgs),
     /// The boot templates `ec1 run` restores (one per configuration).
     Template {
         #[command(subcommand)]
@@ -137,6 +140,32 @@ pub enum Command {
 /// `ec1 run`: what to boot and what to run.
 #[derive(Debug, Args, Clone, PartialEq)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// Print the boot and command timings to stderr.
+    #[arg(long)]
+    pub timings: bool,
+    /// Boot the kernel cold instead of restoring (or first building) the boot template
+    /// of this configuration.
+    #[arg(long)]
+    pub cold: bool,
+    #[command(flatten)]
+    pub guest: GuestCommandArgs,
+}
+
+/// `ec1 pool`: warm clones of one configuration's template for `ec1 run`.
+#[derive(Debug, Args, Clone, PartialEq)]
+pub struct PoolArgs {
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// How many warm clones to keep ready.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub size: u32,
+}
+
+/// The machine `ec1 run` and `ec1 pool` boot.
+#[derive(Debug, Args, Clone, PartialEq)]
+pub struct MachineArgs {
     /// Guest kernel (default: the kernel `ec1 kernel build` made).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
@@ -159,18 +188,9 @@ pub struct RunArgs {
     pub mem: u32,
     #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
     pub engine: EngineArg,
-    /// Print the boot and command timings to stderr.
-    #[arg(long)]
-    pub timings: bool,
-    /// Boot the kernel cold instead of restoring (or first building) the boot template
-    /// of this configuration.
-    #[arg(long)]
-    pub cold: bool,
     /// Extra kernel command-line arguments.
     #[arg(long = "boot-arg", value_name = "ARG")]
     pub boot_args: Vec<String>,
-    #[command(flatten)]
-    pub guest: GuestCommandArgs,
 }
 
 /// What to run in the guest, shared by `ec1 run` and `ec1 exec`.
@@ -365,10 +385,10 @@ mod tests {
         let Some(Command::Run(r)) = c.command else {
             panic!("not run")
         };
-        assert_eq!((r.vcpus, r.mem, r.timings), (2, 512, true));
+        assert_eq!((r.machine.vcpus, r.machine.mem, r.timings), (2, 512, true));
         assert_eq!(r.guest.env, vec!["A=b".to_string()]);
         assert_eq!(r.guest.command, vec!["sh", "-c", "exit 3"]);
-        assert_eq!(r.mode, None);
+        assert_eq!(r.machine.mode, None);
         assert!(
             Cli::try_parse_from(["ec1", "run"]).is_err(),
             "a command is required"

@@ -5,6 +5,7 @@ mod args;
 mod cp_cmd;
 mod exec_cmd;
 mod kernel_cmd;
+mod pool_cmd;
 mod run_cmd;
 mod stdio;
 mod template_cmd;
@@ -12,7 +13,7 @@ mod vmm_cmd;
 
 pub use args::{
     Cli, Command, CpArgs, EngineArg, ExecArgs, FirecrackerArgs, GuestCommandArgs, KernelAction,
-    ModeArg, RunArgs, TemplateAction,
+    MachineArgs, ModeArg, PoolArgs, RunArgs, TemplateAction,
 };
 
 use clap::Parser;
@@ -34,6 +35,7 @@ fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Some(Command::Kernel { action }) => kernel_cmd::run(action),
         Some(Command::Template { action }) => template_cmd::run(&action),
+        Some(Command::Pool(args)) => pool_cmd::run(&args),
         Some(Command::Run(args)) => run_cmd::run(&args),
         Some(Command::Bench(args)) => ec1_bench::run(&args),
         Some(Command::Exec(args)) => exec_cmd::run(&args),

@@ -1,6 +1,6 @@
 //! `ec1 run`: boot a fresh microVM, run one command, exit with its status.
 
-use crate::args::{ModeArg, RunArgs};
+use crate::args::{MachineArgs, ModeArg, RunArgs};
 use crate::stdio;
 use ec1_sandbox::{RootMode, Sandbox, SandboxOptions, TemplateCache};
 use std::time::Instant;
@@ -17,7 +17,7 @@ pub fn run(args: &RunArgs) -> i32 {
 }
 
 /// The sandbox for `args`.
-pub(crate) fn sandbox_options(args: &RunArgs) -> SandboxOptions {
+pub(crate) fn sandbox_options(args: &MachineArgs) -> SandboxOptions {
     let mode = match (args.mode, &args.rootfs) {
         (Some(ModeArg::Initramfs), _) | (None, None) => RootMode::Initramfs,
         (Some(ModeArg::Rootfs), _) | (None, Some(_)) => RootMode::Rootfs,
@@ -39,7 +39,7 @@ pub(crate) fn sandbox_options(args: &RunArgs) -> SandboxOptions {
 
 fn run_inner(args: &RunArgs) -> Result<i32, Box<dyn std::error::Error>> {
     let cmd = stdio::guest_command(&args.guest, true, None)?;
-    let opts = sandbox_options(args);
+    let opts = sandbox_options(&args.machine);
     let sandbox = if args.cold {
         Sandbox::boot(&opts)?
     } else {
@@ -81,17 +81,21 @@ mod tests {
         }
     }
 
+    fn machine(a: &[&str]) -> MachineArgs {
+        args(a).machine
+    }
+
     #[test]
     fn mode_follows_rootfs_unless_given() {
-        let o = sandbox_options(&args(&["ec1", "run", "--", "true"]));
+        let o = sandbox_options(&machine(&["ec1", "run", "--", "true"]));
         assert_eq!(o.mode, RootMode::Initramfs);
-        let o = sandbox_options(&args(&["ec1", "run", "--rootfs", "x.img", "--", "true"]));
+        let o = sandbox_options(&machine(&["ec1", "run", "--rootfs", "x.img", "--", "true"]));
         assert_eq!(o.mode, RootMode::Rootfs);
-        let o = sandbox_options(&args(&[
+        let o = sandbox_options(&machine(&[
             "ec1", "run", "--rootfs", "x", "--mode", "handoff", "--", "true",
         ]));
         assert_eq!(o.mode, RootMode::Handoff);
-        let o = sandbox_options(&args(&[
+        let o = sandbox_options(&machine(&[
             "ec1",
             "run",
             "--rootfs",

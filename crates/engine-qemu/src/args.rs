@@ -109,7 +109,11 @@ fn on_off(b: bool) -> &'static str {
 /// under TCG, a fixed TSC rate (unless the spec sets `tsc=` itself).
 pub(crate) fn kernel_cmdline(spec: &VmSpec, ctx: &ArgsContext) -> Result<String, EngineError> {
     let transports = crate::devices::transport_count(spec);
-    let mut extra: Vec<String> = (0..transports).map(virtio_param).collect();
+    let mut extra: Vec<String> = crate::devices::usable_transports(&spec.cmdline)
+        .into_iter()
+        .take(transports)
+        .map(virtio_param)
+        .collect();
     if ctx.accel == Accel::Tcg && !sets_param(&spec.cmdline, "tsc") {
         if let Some(khz) = ctx.tsc_khz {
             if !sets_param(&spec.cmdline, "tsc_early_khz") {
@@ -212,6 +216,15 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
         format!("isa-debugcon,iobase={BOOT_TIMER_PORT:#x},chardev=boottimer"),
     );
 
+    let slots = crate::devices::usable_transports(&spec.cmdline);
+    let slot = |i: usize| {
+        slots.get(i).copied().ok_or_else(|| {
+            EngineError::InvalidSpec(format!(
+                "the guest needs more than the {} virtio transports the QEMU engine has",
+                slots.len()
+            ))
+        })
+    };
     for (i, d) in spec.drives.iter().enumerate() {
         let n = DriveNames::new(i);
         let mut opt = with_path(
@@ -242,7 +255,7 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
                 "virtio-blk-device,drive={},id={},bus={}",
                 n.backend,
                 n.device,
-                virtio_bus(i)
+                virtio_bus(slot(i)?)
             ),
         );
     }
@@ -251,7 +264,7 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
             "-device",
             format!(
                 "virtio-serial-device,id=agentbus,bus={}",
-                virtio_bus(spec.drives.len())
+                virtio_bus(slot(spec.drives.len())?)
             ),
         )
         .opt(

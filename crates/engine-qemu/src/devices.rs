@@ -21,6 +21,19 @@ pub(crate) fn balloon_qom_path() -> String {
     format!("/machine/peripheral/{BALLOON_ID}")
 }
 
+/// The transports whose interrupt a guest can own, in the order devices take them.
+///
+/// `microvm` without ACPI wires transport `i` to GSI `5 + i`. Two of those lines are
+/// not free in the guest: GSI 8 belongs to the RTC (`rtc=on`, which Linux's `rtc_cmos`
+/// requests unshared, so a virtio device there never gets its interrupt) and GSI 12 to
+/// the i8042 mouse port, unless the guest is told `i8042.noaux`.
+pub(crate) fn usable_transports(cmdline: &str) -> Vec<usize> {
+    let aux_free = crate::cmdline::sets_param(cmdline, "i8042.noaux");
+    (0..crate::validate::VIRTIO_TRANSPORTS)
+        .filter(|&i| i != 3 && (i != 7 || aux_free))
+        .collect()
+}
+
 /// The number of virtio-mmio transports `spec` needs.
 pub(crate) fn transport_count(spec: &VmSpec) -> usize {
     let d = &spec.devices;
@@ -211,24 +224,32 @@ fn net_args(index: usize, n: &NetSpec, bus: &str) -> (String, String) {
     (netdev, device)
 }
 
-/// Appends the devices' options to `out` as (flag, value) pairs, taking transports
-/// from `first_bus` on; `bus(i)` names transport `i`.
+/// Appends the devices' options to `out` as (flag, value) pairs, taking the usable
+/// transports (see [`usable_transports`]) from position `first_bus` on; `bus(i)` names
+/// transport `i`.
 pub(crate) fn device_args(
     spec: &VmSpec,
     first_bus: usize,
     bus: impl Fn(usize) -> String,
     out: &mut Vec<(&'static str, OsString)>,
 ) -> Result<(), EngineError> {
-    let mut next = first_bus;
+    let mut free = usable_transports(&spec.cmdline)
+        .into_iter()
+        .skip(first_bus)
+        .map(bus);
     let mut take = || {
-        let b = bus(next);
-        next += 1;
-        b
+        free.next().ok_or_else(|| {
+            EngineError::InvalidSpec(format!(
+                "the devices need {} virtio transports; the QEMU engine has {} for this guest",
+                transport_count(spec),
+                usable_transports(&spec.cmdline).len()
+            ))
+        })
     };
     let d = &spec.devices;
     if let Some(e) = &d.entropy {
         out.push(("-object", "rng-builtin,id=rng0".into()));
-        let mut dev = format!("virtio-rng-device,rng=rng0,id=rng,bus={}", take());
+        let mut dev = format!("virtio-rng-device,rng=rng0,id=rng,bus={}", take()?);
         if let Some((bytes, period)) =
             entropy_limit(e.rate_limit.as_ref()).map_err(EngineError::InvalidSpec)?
         {
@@ -242,7 +263,7 @@ pub(crate) fn device_args(
             "-device",
             format!(
                 "virtio-balloon-device,id={BALLOON_ID},bus={},deflate-on-oom={},free-page-reporting={}",
-                take(),
+                take()?,
                 on_off(b.deflate_on_oom),
                 on_off(b.free_page_reporting)
             )
@@ -257,11 +278,11 @@ pub(crate) fn device_args(
         out.push(("-chardev", chardev));
         out.push((
             "-device",
-            format!("vhost-user-vsock-device,chardev=vsock,id=vsock0,bus={}", take()).into(),
+            format!("vhost-user-vsock-device,chardev=vsock,id=vsock0,bus={}", take()?).into(),
         ));
     }
     for (i, n) in d.nets.iter().enumerate() {
-        let (netdev, device) = net_args(i, n, &take());
+        let (netdev, device) = net_args(i, n, &take()?);
         out.push(("-netdev", netdev.into()));
         out.push(("-device", device.into()));
     }
@@ -346,6 +367,7 @@ mod tests {
         n.mac = Some([6, 0, 0xac, 0x10, 0, 2]);
         n.mtu = Some(1400);
         s.devices.nets = vec![n, net("eth1", "tap1")];
+        s.cmdline = "i8042.noaux".into();
         assert_eq!(transport_count(&s), 5);
         assert!(needs_shared_memory(&s));
         check_devices(&s).unwrap();
@@ -358,12 +380,12 @@ mod tests {
             ),
             (
                 "-device",
-                "virtio-balloon-device,id=balloon0,bus=b3,deflate-on-oom=on,free-page-reporting=on",
+                "virtio-balloon-device,id=balloon0,bus=b4,deflate-on-oom=on,free-page-reporting=on",
             ),
             ("-chardev", "socket,id=vsock,path=/run/x/vsock.vhost.sock"),
             (
                 "-device",
-                "vhost-user-vsock-device,chardev=vsock,id=vsock0,bus=b4",
+                "vhost-user-vsock-device,chardev=vsock,id=vsock0,bus=b5",
             ),
             (
                 "-netdev",
@@ -371,19 +393,28 @@ mod tests {
             ),
             (
                 "-device",
-                "virtio-net-device,netdev=net0,id=nic0,bus=b5,mac=06:00:ac:10:00:02,host_mtu=1400",
+                "virtio-net-device,netdev=net0,id=nic0,bus=b6,mac=06:00:ac:10:00:02,host_mtu=1400",
             ),
             (
                 "-netdev",
                 "tap,id=net1,ifname=tap1,script=no,downscript=no,vhost=off",
             ),
-            ("-device", "virtio-net-device,netdev=net1,id=nic1,bus=b6"),
+            ("-device", "virtio-net-device,netdev=net1,id=nic1,bus=b7"),
         ];
         let expect: Vec<(String, String)> = expect
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
         assert_eq!(a, expect);
+    }
+
+    #[test]
+    fn transports_skip_the_rtc_and_mouse_interrupts() {
+        assert_eq!(usable_transports("console=ttyS0"), [0, 1, 2, 4, 5, 6]);
+        assert_eq!(
+            usable_transports("console=ttyS0 i8042.noaux"),
+            [0, 1, 2, 4, 5, 6, 7]
+        );
     }
 
     #[test]
@@ -418,6 +449,15 @@ mod tests {
             uds_path: p,
         });
         assert!(check_device_files(&s).is_err());
+    }
+
+    #[test]
+    fn too_many_devices_are_refused() {
+        let mut s = spec();
+        s.devices.nets = (0..5).map(|i| net(&format!("e{i}"), &format!("t{i}"))).collect();
+        let mut out = Vec::new();
+        let e = device_args(&s, 2, bus, &mut out).unwrap_err();
+        assert!(e.to_string().contains("has 6"), "{e}");
     }
 
     #[test]

@@ -71,9 +71,10 @@ pub(crate) fn check_spec(spec: &VmSpec) -> Result<(), EngineError> {
         check_no_nul("a drive path", d.path.as_os_str().as_bytes())?;
     }
     let transports = crate::devices::transport_count(spec);
-    if transports > VIRTIO_TRANSPORTS {
+    let usable = crate::devices::usable_transports(&spec.cmdline).len();
+    if transports > usable {
         return Err(invalid(format!(
-            "{} drives{}{} need {transports} virtio devices; the QEMU engine has {VIRTIO_TRANSPORTS}",
+            "{} drives{}{} need {transports} virtio devices; the QEMU engine has {usable} (8 transports, less the RTC's and, without `i8042.noaux`, the mouse port's interrupt)",
             spec.drives.len(),
             if spec.agent_socket.is_some() {
                 ", the agent channel"
@@ -248,15 +249,18 @@ mod tests {
         assert!(msg(check_spec(&s)).contains("used twice"));
         s.drives = vec![drive("", d.join("a"), true)];
         assert!(msg(check_spec(&s)).contains("empty drive_id"));
-        s.drives = (0..8)
+        s.drives = (0..6)
             .map(|i| drive(&format!("d{i}"), d.join("x"), true))
             .collect();
         assert!(check_spec(&s).is_ok());
         s.agent_socket = Some(d.join("agent.sock"));
-        assert!(msg(check_spec(&s)).contains("the agent channel need 9 virtio devices"));
+        assert!(msg(check_spec(&s)).contains("the agent channel need 7 virtio devices"));
+        s.cmdline.push_str(" i8042.noaux");
+        assert!(check_spec(&s).is_ok(), "the mouse port's interrupt is free");
         s.agent_socket = None;
-        s.drives.push(drive("d8", d.join("x"), true));
-        assert!(msg(check_spec(&s)).contains("9 drives need 9"));
+        s.drives.push(drive("d6", d.join("x"), true));
+        s.drives.push(drive("d7", d.join("x"), true));
+        assert!(msg(check_spec(&s)).contains("8 drives need 8"));
     }
 
     #[test]

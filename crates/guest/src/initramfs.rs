@@ -84,8 +84,8 @@ impl Options {
     }
 }
 
-/// Reads busybox and its applet list (`busybox --list-full`).
-fn load_busybox(path: &Path) -> Result<(Vec<u8>, Vec<String>), InitramfsError> {
+/// Reads busybox, checking that it can run in the guest (static, x86-64).
+fn load_busybox(path: &Path) -> Result<Vec<u8>, InitramfsError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -96,6 +96,11 @@ fn load_busybox(path: &Path) -> Result<(Vec<u8>, Vec<String>), InitramfsError> {
     if crate::agent::check_static_x86_64(&bytes).is_err() {
         return Err(InitramfsError::BusyboxNotStatic(path.to_path_buf()));
     }
+    Ok(bytes)
+}
+
+/// busybox's applets as paths (`busybox --list-full`: `bin/sh`, `usr/bin/awk`, ...).
+fn busybox_applets(path: &Path) -> Result<Vec<String>, InitramfsError> {
     let out = std::process::Command::new(path)
         .arg("--list-full")
         .output()
@@ -113,13 +118,12 @@ fn load_busybox(path: &Path) -> Result<(Vec<u8>, Vec<String>), InitramfsError> {
             ),
         });
     }
-    let applets = String::from_utf8_lossy(&out.stdout)
+    Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(String::from)
-        .collect();
-    Ok((bytes, applets))
+        .collect())
 }
 
 /// Hex SHA-256 prefix over the parts, for cache file names.
@@ -164,22 +168,39 @@ fn write_atomically(
 /// The archive for `layout`, built if not cached yet.
 fn cached_archive(opts: &Options, layout: Layout) -> Result<PathBuf, InitramfsError> {
     let agent = crate::agent::agent_binary();
-    let (busybox, applets) = load_busybox(&opts.busybox)?;
+    let busybox = load_busybox(&opts.busybox)?;
     let k = key(&[
         &FORMAT_VERSION.to_le_bytes(),
         layout.name().as_bytes(),
         agent,
         &busybox,
     ]);
-    let path = opts
-        .cache_dir
-        .join(format!("agent-{}-{k}.cpio", layout.name()));
+    let prefix = format!("agent-{}-", layout.name());
+    let path = opts.cache_dir.join(format!("{prefix}{k}.cpio"));
     if path.is_file() {
         return Ok(path);
     }
+    let applets = busybox_applets(&opts.busybox)?;
     let archive = build_archive(agent, &busybox, &applets, layout);
     write_atomically(&path, |f| f.write_all(&archive))?;
+    prune(&opts.cache_dir, &prefix, &path);
     Ok(path)
+}
+
+/// Removes archives of the same layout built from other inputs (an older agent or
+/// busybox): each rebuild of ec1 would otherwise leave one behind. A guest that is
+/// running from one keeps it open; Linux keeps the data until it closes.
+fn prune(dir: &Path, prefix: &str, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(prefix) && name.ends_with(".cpio") && e.path() != keep {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The agent initramfs on its own (the guest's whole initramfs), cached.
@@ -323,6 +344,25 @@ mod tests {
         };
         let e = agent_initramfs(&o).unwrap_err();
         assert!(matches!(e, InitramfsError::Io { .. }), "{e}");
+    }
+
+    #[test]
+    fn stale_archives_are_pruned() {
+        let d = tempfile::tempdir().unwrap();
+        let o = opts(d.path());
+        std::fs::create_dir_all(&o.cache_dir).unwrap();
+        let stale = o.cache_dir.join("agent-standalone-0123456789ab.cpio");
+        let other = o.cache_dir.join("agent-overlay-0123456789ab.cpio");
+        std::fs::write(&stale, b"old").unwrap();
+        std::fs::write(&other, b"old").unwrap();
+        let p = agent_initramfs(&o).unwrap();
+        assert!(p.is_file());
+        assert!(
+            !stale.exists(),
+            "the stale standalone archive is still there"
+        );
+        assert!(other.exists(), "another layout's archive was removed");
+        prune(&d.path().join("missing"), "agent-", &p);
     }
 
     #[test]

@@ -1,20 +1,52 @@
 //! [`Sandbox::from_template`]: starting a sandbox from a boot template.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ec1_engine::{Engine, MemoryBacking, SerialOut, SnapshotSource, VmSpec};
+use ec1_engine_qemu::QemuEngine;
 
 use crate::sandbox::{connect_agent, new_run_dir, tail};
 use crate::template::{self, TemplateCache, MEM_FILE, STATE_FILE};
-use crate::{make_engine_cached, RestoreTimings, Sandbox, SandboxError, SandboxOptions};
+use crate::{
+    make_engine_cached, BootPath, RestoreTimings, Sandbox, SandboxError, SandboxOptions,
+    TemplateBuild,
+};
+
+/// The key of `opts`'s template (stats only: no file is read or hashed).
+pub(crate) fn key_of(
+    opts: &SandboxOptions,
+    cache: &TemplateCache,
+) -> Result<(String, template::TemplateInputs, Arc<QemuEngine>), SandboxError> {
+    let engine = make_engine_cached(opts.engine, cache.root())?;
+    let facts = template::facts(opts, &engine, cache.root())?;
+    let inputs = template::gather(opts, &facts)?;
+    Ok((inputs.key(), inputs, engine))
+}
+
+/// Finds `opts`'s template in `cache`, building it first if there is none; returns its
+/// key.
+pub(crate) fn find_or_build(
+    opts: &SandboxOptions,
+    cache: &TemplateCache,
+) -> Result<String, SandboxError> {
+    let (key, inputs, _) = key_of(opts, cache)?;
+    cache.ensure(&key, |dir| {
+        let builder = make_engine_cached(opts.engine, cache.root())?;
+        template::build(dir, opts, &inputs, builder)
+    })?;
+    Ok(key)
+}
 
 impl Sandbox {
-    /// Starts `opts` from its boot template in `cache`, building the template first if
-    /// there is none (a cold boot plus a snapshot, once per configuration; concurrent
-    /// first starts build it once). Options a template cannot serve (a writable root
-    /// image) and a template that fails to restore (it is then removed) fall back to a
-    /// cold boot; [`Sandbox::boot_path`] says which it was and why.
+    /// Starts `opts` from its boot template in `cache`: from a warm clone of a running
+    /// `ec1 pool` for it if there is one, else by restoring the template, which is
+    /// built first if there is none (a cold boot plus a snapshot, once per
+    /// configuration; concurrent first starts build it once). Options a template cannot
+    /// serve (a writable root image) and a template that fails to restore (it is then
+    /// removed) fall back to a cold boot; [`Sandbox::boot_path`] says which it was and
+    /// why.
     pub fn from_template(
         opts: &SandboxOptions,
         cache: &TemplateCache,
@@ -23,10 +55,10 @@ impl Sandbox {
         if let Some(why) = template::unsupported_reason(opts) {
             return Ok(Sandbox::boot(opts)?.with_cold_reason(why));
         }
-        let engine = make_engine_cached(opts.engine, cache.root())?;
-        let facts = template::facts(opts, &engine, cache.root())?;
-        let inputs = template::gather(opts, &facts)?;
-        let key = inputs.key();
+        let (key, inputs, engine) = key_of(opts, cache)?;
+        if let Some(sb) = crate::pool::claim(opts, cache, &key, t0) {
+            return Ok(sb);
+        }
         let build = cache.ensure(&key, |dir| {
             let builder = make_engine_cached(opts.engine, cache.root())?;
             template::build(dir, opts, &inputs, builder)
@@ -46,22 +78,10 @@ impl Sandbox {
     }
 }
 
-/// Restores the template `key` on `engine` and reconnects to its agent.
-fn restore(
-    opts: &SandboxOptions,
-    cache: &TemplateCache,
-    key: &str,
-    engine: Arc<dyn Engine>,
-    t0: Instant,
-    lookup: std::time::Duration,
-    build: Option<crate::TemplateBuild>,
-) -> Result<Sandbox, SandboxError> {
-    let dir = cache.dir(key);
-    let run_dir = new_run_dir()?;
-    let console = run_dir.path().join("console.log");
-    let socket = run_dir.path().join("agent.sock");
-    // The host side of the restored machine; the hardware comes from the snapshot.
-    let host = VmSpec {
+/// The host side of a restored machine: its console, agent socket and run directory
+/// (the hardware comes from the snapshot).
+fn host_spec(opts: &SandboxOptions, run_dir: &Path) -> VmSpec {
+    VmSpec {
         id: "ec1-sandbox".into(),
         kernel: Default::default(),
         initrd: None,
@@ -70,12 +90,30 @@ fn restore(
         smt: false,
         mem_mib: opts.mem_mib,
         drives: Vec::new(),
-        serial: SerialOut::File(console.clone()),
-        agent_socket: Some(socket.clone()),
+        serial: SerialOut::File(run_dir.join(crate::pool::CONSOLE_LOG)),
+        agent_socket: Some(run_dir.join(crate::pool::AGENT_SOCKET)),
         memory: MemoryBacking::Anonymous,
-        run_dir: run_dir.path().to_path_buf(),
+        run_dir: run_dir.to_path_buf(),
         devices: Default::default(),
-    };
+    }
+}
+
+/// Restores the template `key` on `engine`, reconnects to its agent and makes the
+/// clone distinct (entropy, clock, `opts.hostname`).
+pub(crate) fn restore(
+    opts: &SandboxOptions,
+    cache: &TemplateCache,
+    key: &str,
+    engine: Arc<dyn Engine>,
+    t0: Instant,
+    lookup: Duration,
+    build: Option<TemplateBuild>,
+) -> Result<Sandbox, SandboxError> {
+    let dir = cache.dir(key);
+    let run_dir = new_run_dir()?;
+    let host = host_spec(opts, run_dir.path());
+    let socket = host.agent_socket.clone().unwrap_or_default();
+    let console = run_dir.path().join(crate::pool::CONSOLE_LOG);
     let t1 = Instant::now();
     engine.restore(
         &host,
@@ -90,13 +128,15 @@ fn restore(
     let t2 = Instant::now();
     let client = connect_agent(&engine, &socket, &console, opts.ready_timeout)?;
     let reconnect = t2.elapsed();
-    let refreshed = client.refresh(opts.hostname.as_deref()).map_err(|error| {
-        let _ = engine.stop();
-        SandboxError::Agent {
-            error,
-            console: tail(&console, 20),
-        }
-    })?;
+    let refreshed = client
+        .refresh(opts.hostname.as_deref())
+        .map_err(|error| {
+            let _ = engine.stop();
+            SandboxError::Agent {
+                error,
+                console: tail(&console, 20),
+            }
+        })?;
     let timings = RestoreTimings {
         lookup,
         build,
@@ -109,8 +149,11 @@ fn restore(
     Ok(Sandbox::restored(
         engine,
         client,
-        key.to_string(),
+        BootPath::Template {
+            key: key.to_string(),
+        },
         timings,
-        run_dir,
+        console,
+        Some(run_dir),
     ))
 }

@@ -13,6 +13,7 @@ mod clone;
 mod engine_choice;
 mod error;
 mod inject;
+pub mod pool;
 mod sandbox;
 pub mod template;
 mod timings;

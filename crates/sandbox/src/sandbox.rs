@@ -140,17 +140,21 @@ impl Sandbox {
         })
     }
 
-    /// A sandbox around a guest restored from a template and its reconnected agent.
+    /// A sandbox around a guest restored from a template (or claimed from a pool) and
+    /// its reconnected agent.
     pub(crate) fn restored(
         engine: Arc<dyn Engine>,
         client: Client,
-        key: String,
+        path: BootPath,
         restore: RestoreTimings,
-        run_dir: tempfile::TempDir,
+        console: PathBuf,
+        run_dir: Option<tempfile::TempDir>,
     ) -> Sandbox {
         // The cold-boot view of the phases: preparation (lookup, and the build if there
         // was one), the engine (the restore), and the guest (reconnect and refresh).
-        let prepare = restore.total - restore.restore - restore.reconnect - restore.refresh;
+        let prepare = restore
+            .total
+            .saturating_sub(restore.restore + restore.reconnect + restore.refresh);
         Sandbox {
             engine,
             client,
@@ -162,11 +166,16 @@ impl Sandbox {
                 guest_agent_ready: Duration::ZERO,
                 total: restore.total,
             },
-            path: BootPath::Template { key },
+            path,
             restore: Some(restore),
-            console: run_dir.path().join("console.log"),
-            run_dir: Some(run_dir),
+            console,
+            run_dir,
         }
+    }
+
+    /// The directory of the sandbox's agent socket and console log.
+    pub(crate) fn run_dir_path(&self) -> Option<&Path> {
+        self.run_dir.as_ref().map(|d| d.path())
     }
 
     /// Sets the guest's host name (through the agent).

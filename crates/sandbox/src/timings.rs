@@ -46,6 +46,8 @@ pub enum BootPath {
     Cold { why: Option<String> },
     /// Restored from the boot template `key`.
     Template { key: String },
+    /// A warm clone of the template `key`, claimed from a running `ec1 pool`.
+    Pool { key: String },
 }
 
 impl fmt::Display for BootPath {
@@ -54,6 +56,7 @@ impl fmt::Display for BootPath {
             BootPath::Cold { why: None } => write!(f, "cold"),
             BootPath::Cold { why: Some(w) } => write!(f, "cold ({w})"),
             BootPath::Template { key } => write!(f, "template {}", &key[..key.len().min(12)]),
+            BootPath::Pool { key } => write!(f, "pool of template {}", &key[..key.len().min(12)]),
         }
     }
 }
@@ -129,6 +132,10 @@ mod tests {
             }
             .to_string(),
             "template 0123456789ab"
+        );
+        assert_eq!(
+            BootPath::Pool { key: "abc".into() }.to_string(),
+            "pool of template abc"
         );
         let mut r = RestoreTimings {
             lookup: Duration::from_millis(1),

@@ -54,8 +54,10 @@ pub fn boot(start_ns: u64) -> ! {
     }
 
     let reaper: Arc<dyn Reaper> = if pid1 {
-        power::block_signals();
-        power::start_signal_thread();
+        match power::install_handlers() {
+            Ok(()) => power::start_signal_thread(),
+            Err(e) => crate::warn!("cannot handle shutdown signals: {e}"),
+        }
         match InitReaper::start() {
             Ok(r) => r,
             Err(e) => {

@@ -100,23 +100,28 @@ const BASICS: &[(&str, &str, &str, libc::c_ulong, Option<&str>)] = &[
 /// points) and the /dev/fd, /dev/std* links. Returns what failed; the agent goes on
 /// without it.
 pub fn mount_basics() -> Vec<io::Error> {
+    mount_basics_at(Path::new("/"))
+}
+
+/// [`mount_basics`] under `root` instead of `/` (tests use a private mount namespace).
+pub fn mount_basics_at(root: &Path) -> Vec<io::Error> {
     let mut errs = Vec::new();
     for &(src, tgt, ty, flags, data) in BASICS {
-        let t = Path::new(tgt);
-        let _ = std::fs::create_dir_all(t);
-        if let Err(e) = mount(src, t, Some(ty), flags, data) {
+        let t = root.join(&tgt[1..]);
+        let _ = std::fs::create_dir_all(&t);
+        if let Err(e) = mount(src, &t, Some(ty), flags, data) {
             if e.raw_os_error() != Some(libc::EBUSY) {
                 errs.push(e);
             }
         }
     }
     for (link, to) in [
-        ("/dev/fd", "/proc/self/fd"),
-        ("/dev/stdin", "/proc/self/fd/0"),
-        ("/dev/stdout", "/proc/self/fd/1"),
-        ("/dev/stderr", "/proc/self/fd/2"),
+        ("dev/fd", "/proc/self/fd"),
+        ("dev/stdin", "/proc/self/fd/0"),
+        ("dev/stdout", "/proc/self/fd/1"),
+        ("dev/stderr", "/proc/self/fd/2"),
     ] {
-        let _ = std::os::unix::fs::symlink(to, link);
+        let _ = std::os::unix::fs::symlink(to, root.join(link));
     }
     errs
 }

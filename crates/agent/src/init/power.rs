@@ -6,6 +6,7 @@
 //! sync and reboot. The guest has no ACPI, and ec1 runs it with reboot meaning "exit",
 //! so a reboot is how a guest ends ec1.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The signals PID 1 handles.
@@ -18,54 +19,80 @@ pub const SIGNALS: &[libc::c_int] = &[
     libc::SIGHUP,
 ];
 
-fn sigset() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data and sigemptyset/sigaddset initialise it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for &s in SIGNALS {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
+/// Write end of the pipe the signal handler reports to.
+static PIPE_W: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let b = sig as u8;
+    // SAFETY: write(2) is async-signal-safe; the fd stays open for the process's life.
+    unsafe { libc::write(PIPE_W.load(Ordering::Relaxed), (&b as *const u8).cast(), 1) };
 }
 
-/// Blocks the shutdown signals in this thread and every thread it starts later (std
-/// resets the mask of spawned commands). Call first thing in `main`.
-pub fn block_signals() {
-    let set = sigset();
-    // SAFETY: `set` is initialised; the old mask is not needed.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    // Ctrl-Alt-Del becomes SIGINT to PID 1 instead of an immediate reset.
+/// Installs handlers for the shutdown signals (they report to a pipe that the signal
+/// thread reads) and disables Ctrl-Alt-Del's immediate reset, so it becomes SIGINT.
+///
+/// Handlers rather than a blocked mask and `sigwait`: a blocked mask is inherited by
+/// every command the agent starts (through `posix_spawn`), which would then ignore
+/// SIGTERM and SIGINT; caught signals go back to their defaults on `exec`.
+pub fn install_handlers() -> std::io::Result<()> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 returns.
+    crate::sys::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    PIPE_R.store(fds[0], Ordering::Relaxed);
+    PIPE_W.store(fds[1], Ordering::Relaxed);
+    for &sig in SIGNALS {
+        // SAFETY: sigaction is plain data, zero is a valid start; the handler only
+        // calls async-signal-safe functions.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
     // SAFETY: reboot(RB_DISABLE_CAD) only sets a kernel flag.
     unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
+    Ok(())
 }
 
-/// Starts the thread that waits for shutdown signals.
+static PIPE_R: AtomicI32 = AtomicI32::new(-1);
+
+/// Blocks until a handled signal arrives and returns it (`None` if the pipe failed).
+pub fn next_signal() -> Option<libc::c_int> {
+    let mut b = 0u8;
+    // SAFETY: reads one byte into `b` from the pipe `install_handlers` made.
+    let n = unsafe {
+        libc::read(
+            PIPE_R.load(Ordering::Relaxed),
+            (&mut b as *mut u8).cast(),
+            1,
+        )
+    };
+    (n == 1).then_some(b as libc::c_int)
+}
+
+/// Starts the thread that acts on shutdown signals.
 pub fn start_signal_thread() {
     let _ = std::thread::Builder::new()
         .name("signals".into())
         .stack_size(64 * 1024)
-        .spawn(|| {
-            let set = sigset();
-            loop {
-                let mut sig = 0;
-                // SAFETY: `set` and `sig` are valid; the signals are blocked.
-                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                    continue;
-                }
-                if sig == libc::SIGHUP {
-                    continue; // a console hang-up is no reason to stop
-                }
-                crate::warn!("signal {sig}: shutting down");
-                let forward = if sig == libc::SIGINT {
-                    libc::SIGINT
-                } else {
-                    libc::SIGTERM
-                };
-                terminate_all(forward, Duration::from_secs(2));
-                shutdown();
+        .spawn(|| loop {
+            let Some(sig) = next_signal() else {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            if sig == libc::SIGHUP {
+                continue; // a console hang-up is no reason to stop
             }
+            crate::warn!("signal {sig}: shutting down");
+            let forward = if sig == libc::SIGINT {
+                libc::SIGINT
+            } else {
+                libc::SIGTERM
+            };
+            terminate_all(forward, Duration::from_secs(2));
+            shutdown();
         });
 }
 

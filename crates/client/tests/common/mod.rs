@@ -52,6 +52,17 @@ impl Guest {
     /// Boots a guest with `mem_mib` of RAM and `vcpus`, extra kernel arguments
     /// `extra_cmdline`, and connects to its agent.
     pub fn boot(name: &str, mem_mib: u32, vcpus: u8, extra_cmdline: &str) -> Guest {
+        Guest::boot_with(name, mem_mib, vcpus, extra_cmdline, vec![])
+    }
+
+    /// [`Guest::boot`] with block devices (`/dev/vda`, ...).
+    pub fn boot_with(
+        name: &str,
+        mem_mib: u32,
+        vcpus: u8,
+        extra_cmdline: &str,
+        drives: Vec<ec1_engine::DriveSpec>,
+    ) -> Guest {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("ec1-client-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -69,7 +80,7 @@ impl Guest {
             vcpus,
             smt: false,
             mem_mib,
-            drives: vec![],
+            drives,
             serial: SerialOut::File(dir.join("serial.log")),
             agent_socket: Some(socket.clone()),
             memory: MemoryBacking::Anonymous,
@@ -126,7 +137,12 @@ impl Guest {
     pub fn sh(&self, script: &str) -> ec1_client::Output {
         self.client
             .output(&Command::shell(script))
-            .unwrap_or_else(|e| panic!("running {script:?}: {e}\n--- console ---\n{}", self.serial()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "running {script:?}: {e}\n--- console ---\n{}",
+                    self.serial()
+                )
+            })
     }
 
     /// stdout of a script that must succeed, as text.

@@ -1,0 +1,124 @@
+//! The agent's root-drive modes in a real guest: commands inside a disk image
+//! (`ec1.root=`), and hand-off to the image's own init (`ec1.mode=handoff`).
+
+mod common;
+
+use common::{sha256_hex, Guest};
+use ec1_engine::{CacheType, DriveSpec, Engine};
+use std::path::{Path, PathBuf};
+use std::process::Command as Host;
+use std::time::{Duration, Instant};
+
+/// A small ext4 image: busybox, a marker file, and an init script that records that
+/// it ran and then idles.
+fn make_image(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("this test needs /bin/busybox: apt-get install busybox-static");
+    for applet in ["sh", "cat", "echo", "sleep", "touch", "ls", "id", "test"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/marker"), "from-the-image\n").unwrap();
+    let init = root.join("sbin/init");
+    std::fs::write(
+        &init,
+        "#!/bin/sh\necho \"image init, pid $$\" > /run/image-init\nexec sleep 100000\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let img = dir.join("root.ext4");
+    let out = Host::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&root)
+        .arg(&img)
+        .arg("16M")
+        .output()
+        .expect("this test needs mkfs.ext4: apt-get install e2fsprogs");
+    assert!(
+        out.status.success(),
+        "mkfs.ext4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    img
+}
+
+fn drive(img: &Path) -> Vec<DriveSpec> {
+    vec![DriveSpec {
+        id: "rootfs".into(),
+        path: img.to_path_buf(),
+        read_only: false,
+        cache: CacheType::Unsafe,
+        rate_limit: None,
+    }]
+}
+
+#[test]
+fn commands_run_inside_the_root_drive_which_stays_unchanged() {
+    let d = tempfile::tempdir().unwrap();
+    let img = make_image(d.path());
+    let before = sha256_hex(&std::fs::read(&img).unwrap());
+    let g = Guest::boot_with(
+        "rootdrive",
+        128,
+        1,
+        "ec1.root=/dev/vda ec1.rootfstype=ext4 ro",
+        drive(&img),
+    );
+    assert_eq!(g.client.ready_info().mode, "root", "{}", g.serial());
+    assert_eq!(g.sh_ok("cat /etc/marker"), "from-the-image\n");
+    // The initramfs is gone from view; the image is mounted read-only.
+    assert!(!g.sh("test -e /.ec1").status.success());
+    assert!(!g.sh("touch /written").status.success());
+    // The API filesystems and a scratch /tmp are there.
+    assert_eq!(
+        g.sh_ok("ls /proc/self/fd >/dev/null && touch /tmp/ok && echo fine"),
+        "fine\n"
+    );
+    g.engine.stop().unwrap();
+    assert_eq!(
+        sha256_hex(&std::fs::read(&img).unwrap()),
+        before,
+        "the image changed"
+    );
+}
+
+#[test]
+fn hand_off_boots_the_images_init_and_exec_keeps_working() {
+    let d = tempfile::tempdir().unwrap();
+    let img = make_image(d.path());
+    let g = Guest::boot_with(
+        "handoff",
+        128,
+        1,
+        "ec1.root=/dev/vda ec1.rootfstype=ext4 ro ec1.mode=handoff ec1.init=/sbin/init",
+        drive(&img),
+    );
+    assert_eq!(g.client.ready_info().mode, "handoff", "{}", g.serial());
+    // The image's init runs as PID 1 (it wrote its pid), the agent beside it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let marker = loop {
+        let o = g.sh("cat /run/image-init");
+        if o.status.success() {
+            break String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the image's init never ran\n{}",
+            g.serial()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(marker, "image init, pid 1\n");
+    let pid1 = g.sh_ok("cat /proc/1/cmdline | tr '\\0' ' '");
+    assert!(pid1.starts_with("sleep"), "PID 1 is {pid1:?}");
+    assert_eq!(g.sh_ok("cat /etc/marker"), "from-the-image\n");
+    // Commands still stream and report their status.
+    let o = g.sh("echo out; echo err >&2; exit 3");
+    assert_eq!(
+        (o.stdout.as_slice(), o.stderr.as_slice(), o.status.code()),
+        (&b"out\n"[..], &b"err\n"[..], Some(3))
+    );
+}

@@ -1,0 +1,105 @@
+//! Taking a warm clone from a running pool (the client side of `ec1 pool`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::protocol::{socket_path, Answer, AGENT_SOCKET, CLAIM, CONSOLE_LOG};
+use super::remote::ClaimedEngine;
+use crate::sandbox::connect_agent;
+use crate::{BootPath, RestoreTimings, Sandbox, SandboxError, SandboxOptions, TemplateCache};
+
+/// How long a pool may take to answer a claim before the caller restores by itself.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A warm clone of template `key` from its pool, if a pool serves it and has one ready;
+/// `None` otherwise (the caller then restores the template itself). `t0` is when the
+/// caller's start began.
+pub fn claim(
+    opts: &SandboxOptions,
+    cache: &TemplateCache,
+    key: &str,
+    t0: Instant,
+) -> Option<Sandbox> {
+    let socket = socket_path(cache.root(), key);
+    if !socket.exists() {
+        return None;
+    }
+    match try_claim(opts, &socket, key, t0) {
+        Ok(sb) => sb,
+        Err(e) => {
+            log::warn!("the pool at {} failed a claim: {e}", socket.display());
+            None
+        }
+    }
+}
+
+fn try_claim(
+    opts: &SandboxOptions,
+    socket: &std::path::Path,
+    key: &str,
+    t0: Instant,
+) -> Result<Option<Sandbox>, SandboxError> {
+    let io = |context: &str| {
+        let context = context.to_string();
+        move |source| SandboxError::Io { context, source }
+    };
+    let lookup = t0.elapsed();
+    let t1 = Instant::now();
+    let mut conn = match UnixStream::connect(socket) {
+        Ok(c) => c,
+        // A socket nobody serves: the pool has gone.
+        Err(_) => return Ok(None),
+    };
+    conn.set_read_timeout(Some(CLAIM_TIMEOUT))
+        .map_err(io("setting the claim timeout"))?;
+    conn.write_all(CLAIM.as_bytes())
+        .map_err(io("sending a claim to the pool"))?;
+    let mut line = String::new();
+    BufReader::new(&conn)
+        .read_line(&mut line)
+        .map_err(io("reading the pool's answer"))?;
+    let dir = match Answer::parse(&line) {
+        Some(Answer::Ok(dir)) => dir,
+        Some(Answer::Empty) => return Ok(None),
+        None => {
+            return Err(SandboxError::Options(format!(
+                "the pool answered {line:?} to a claim"
+            )))
+        }
+    };
+    conn.set_read_timeout(None)
+        .map_err(io("clearing the claim timeout"))?;
+    let claimed = t1.elapsed();
+    let engine: Arc<dyn ec1_engine::Engine> = Arc::new(ClaimedEngine::new(conn));
+    let console = dir.join(CONSOLE_LOG);
+    let t2 = Instant::now();
+    let client = connect_agent(&engine, &dir.join(AGENT_SOCKET), &console, opts.ready_timeout)?;
+    let reconnect = t2.elapsed();
+    let refreshed = client
+        .refresh(opts.hostname.as_deref())
+        .map_err(|error| SandboxError::Agent {
+            error,
+            console: crate::sandbox::tail(&console, 20),
+        })?;
+    let timings = RestoreTimings {
+        lookup,
+        build: None,
+        restore: claimed,
+        reconnect,
+        refresh: refreshed.took,
+        clock_step_ns: refreshed.clock_step_ns,
+        total: t0.elapsed(),
+    };
+    Ok(Some(Sandbox::restored(
+        engine,
+        client,
+        BootPath::Pool {
+            key: key.to_string(),
+        },
+        timings,
+        console,
+        None,
+    )))
+}

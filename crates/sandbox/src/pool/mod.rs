@@ -1,0 +1,14 @@
+//! Warm pools of template clones (`ec1 pool`), and claiming one (`ec1 run`).
+//!
+//! See [`server`] for why a pool makes a TCG start several times faster than a plain
+//! template restore, and [`protocol`] for the one request.
+
+mod claim;
+pub mod protocol;
+mod remote;
+pub mod server;
+
+pub(crate) use claim::claim;
+pub use protocol::{socket_path, AGENT_SOCKET, CONSOLE_LOG};
+pub use remote::ClaimedEngine;
+pub use server::{serve, PoolInfo};
