@@ -96,4 +96,12 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap()).join("ec1-agent");
     std::fs::write(&out, &bytes)
         .unwrap_or_else(|e| panic!("ec1-guest: writing {}: {e}", out.display()));
+    // The agent's identity for cache keys, computed once here instead of hashing
+    // 1.5 MB on every `ec1 run`.
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("cargo:rustc-env=EC1_AGENT_SHA256={digest}");
 }

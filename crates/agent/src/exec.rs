@@ -224,8 +224,11 @@ fn run(sh: &Arc<Shared>, s: &Arc<Session>, req: ExecRequest, input: Option<Recei
         }
         None => Stdio3 {
             stdin: child.stdin.take().map(|x| File::from(OwnedFd::from(x))),
-            stdout: File::from(OwnedFd::from(child.stdout.take().unwrap())),
-            stderr: child.stderr.take().map(|x| File::from(OwnedFd::from(x))),
+            stdout: big_pipe(File::from(OwnedFd::from(child.stdout.take().unwrap()))),
+            stderr: child
+                .stderr
+                .take()
+                .map(|x| big_pipe(File::from(OwnedFd::from(x)))),
             pty_master: None,
         },
     };
@@ -299,6 +302,15 @@ fn run(sh: &Arc<Shared>, s: &Arc<Session>, req: ExecRequest, input: Option<Recei
         }
         None => sh.fail(s, ErrorCode::Io, "lost track of the process".into()),
     }
+}
+
+/// Enlarges an output pipe (64 KiB by default): the command can run ahead further
+/// before it waits for the agent, and the agent reads bigger pieces per system call.
+/// A failure (e.g. over `/proc/sys/fs/pipe-max-size`) keeps the default.
+fn big_pipe(f: File) -> File {
+    // SAFETY: F_SETPIPE_SZ takes an integer and only resizes the pipe buffer.
+    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETPIPE_SZ, 256 * 1024) };
+    f
 }
 
 /// Copies one output stream of the command to the host, never more than the host's

@@ -149,7 +149,10 @@ impl VmResources {
     pub fn set_vsock(&mut self, cfg: VsockDeviceConfig) -> Result<(), String> {
         let p = std::path::Path::new(&cfg.uds_path);
         // Re-configuring the same device keeps its (not yet created) path.
-        let same = self.vsock.as_ref().is_some_and(|v| v.uds_path == cfg.uds_path);
+        let same = self
+            .vsock
+            .as_ref()
+            .is_some_and(|v| v.uds_path == cfg.uds_path);
         if !same && p.symlink_metadata().is_ok() {
             return Err(format!(
                 "Cannot create backend for vsock device: {} already exists: remove it (or pick another uds_path) first.",
@@ -312,7 +315,9 @@ mod device_tests {
 
     #[test]
     fn tap_check_names_the_fix() {
-        assert!(tap_exists("ec1-nosuch0").unwrap_err().contains("ip tuntap add"));
+        assert!(tap_exists("ec1-nosuch0")
+            .unwrap_err()
+            .contains("ip tuntap add"));
         assert!(tap_exists("lo").unwrap_err().contains("not a TAP"));
     }
 
@@ -331,7 +336,10 @@ mod device_tests {
         // The same device again is fine; another one on an existing path is not.
         r.set_vsock(cfg(&p)).unwrap();
         let mut r2 = VmResources::default();
-        assert!(r2.set_vsock(cfg(&p)).unwrap_err().contains("already exists"));
+        assert!(r2
+            .set_vsock(cfg(&p))
+            .unwrap_err()
+            .contains("already exists"));
         assert!(r2
             .set_vsock(cfg(std::path::Path::new("/nonexistent/d/v.sock")))
             .unwrap_err()

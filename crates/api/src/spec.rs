@@ -293,11 +293,20 @@ mod tests {
         }];
         let d = build_vm_spec(&r, "x", Path::new("/r")).unwrap().devices;
         assert_eq!(
-            d.entropy.unwrap().rate_limit.unwrap().bandwidth.unwrap().size,
+            d.entropy
+                .unwrap()
+                .rate_limit
+                .unwrap()
+                .bandwidth
+                .unwrap()
+                .size,
             100
         );
         let b = d.balloon.unwrap();
-        assert_eq!((b.amount_mib, b.deflate_on_oom, b.stats_polling_interval_s), (8, true, 2));
+        assert_eq!(
+            (b.amount_mib, b.deflate_on_oom, b.stats_polling_interval_s),
+            (8, true, 2)
+        );
         assert!(b.free_page_reporting && !b.free_page_hinting);
         let v = d.vsock.unwrap();
         assert_eq!((v.guest_cid, v.uds_path), (5, PathBuf::from("/tmp/v.sock")));

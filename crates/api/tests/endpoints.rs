@@ -783,7 +783,7 @@ fn put_mmds_config() {
                 r#"{"network_interfaces":["eth0"],"version":"V2","ipv4_address":"169.254.170.2"}"#
             )
         ),
-        unsupported("MMDS network access (it needs network interfaces) is")
+        "MMDS config error: The list of network interface IDs provided contains at least one ID that does not correspond to any existing network interface: eth0."
     );
     assert_eq!(
         c.bad("PUT", "/mmds/config", Some(r#"{"network_interfaces":[]}"#)),
@@ -818,18 +818,29 @@ fn put_mmds_config() {
 fn put_entropy() {
     let t = TestVmm::new();
     let mut c = t.client();
+    c.ok(
+        "PUT",
+        "/entropy",
+        r#"{"rate_limiter":{"bandwidth":{"size":1000,"refill_time":100}}}"#,
+    );
     assert_eq!(
         c.bad(
             "PUT",
             "/entropy",
-            Some(r#"{"rate_limiter":{"bandwidth":{"size":1,"refill_time":1}}}"#)
+            Some(r#"{"rate_limiter":{"ops":{"size":1,"refill_time":1}}}"#)
         ),
-        unsupported("entropy (virtio-rng) devices are")
+        unsupported("operations (ops) rate limits on the entropy device are (QEMU's virtio-rng limits bytes per period only; use bandwidth)")
     );
     assert!(c
         .bad("PUT", "/entropy", Some(r#"{"rate":1}"#))
         .contains("unknown field"));
+    assert_eq!(
+        c.get("/vm/config").body.unwrap()["entropy"],
+        json!({"rate_limiter":{"bandwidth":{"size":1000,"refill_time":100}}})
+    );
     t.boot();
+    let e = t.engine.spec().unwrap().devices.entropy.unwrap();
+    assert_eq!(e.rate_limit.unwrap().bandwidth.unwrap().size, 1000);
     assert_eq!(c.bad("PUT", "/entropy", Some("{}")), POST_BOOT);
 }
 
@@ -917,12 +928,12 @@ fn memory_hotplug() {
 fn network_interfaces() {
     let t = TestVmm::new();
     let mut c = t.client();
-    let ok =
-        r#"{"iface_id":"eth0","host_dev_name":"tap0","guest_mac":"06:00:AC:10:00:02","mtu":1500}"#;
-    assert_eq!(
-        c.bad("PUT", "/network-interfaces/eth0", Some(ok)),
-        unsupported("network interfaces are")
-    );
+    let ok = r#"{"iface_id":"eth0","host_dev_name":"ec1nosuch0","guest_mac":"06:00:AC:10:00:02","mtu":1500}"#;
+    assert!(c
+        .bad("PUT", "/network-interfaces/eth0", Some(ok))
+        .starts_with(
+            "Network config error: Cannot open TAP device ec1nosuch0: no network interface"
+        ));
     let e = c.bad(
         "PUT",
         "/network-interfaces/eth0",
@@ -955,6 +966,7 @@ fn network_interfaces() {
         ),
         PRE_BOOT
     );
+    assert!(c.get("/vm/config").body.unwrap()["network-interfaces"].is_null());
     t.boot();
     assert_eq!(
         c.bad("PUT", "/network-interfaces/eth0", Some(ok)),
@@ -966,7 +978,7 @@ fn network_interfaces() {
             "/network-interfaces/eth0",
             Some(r#"{"iface_id":"eth0","rx_rate_limiter":{}}"#)
         ),
-        unsupported("network interfaces are")
+        "Network config error: Invalid interface ID - not found: eth0"
     );
     assert!(c
         .bad(
@@ -981,13 +993,11 @@ fn network_interfaces() {
 fn put_vsock() {
     let t = TestVmm::new();
     let mut c = t.client();
-    assert_eq!(
-        c.bad(
-            "PUT",
-            "/vsock",
-            Some(r#"{"guest_cid":3,"uds_path":"/tmp/v.sock"}"#)
-        ),
-        unsupported("vsock devices are")
+    let uds = t.dir.path().join("v.sock");
+    c.ok(
+        "PUT",
+        "/vsock",
+        &format!(r#"{{"guest_cid":3,"uds_path":"{}"}}"#, uds.display()),
     );
     assert_eq!(
         c.bad(
@@ -998,9 +1008,19 @@ fn put_vsock() {
         "Vsock config error: guest_cid 2 is reserved: a guest CID must be 3 or more."
     );
     assert!(c
+        .bad(
+            "PUT",
+            "/vsock",
+            Some(r#"{"guest_cid":3,"uds_path":"/nonexistent/d/v.sock"}"#)
+        )
+        .contains("does not exist"));
+    assert!(c
         .bad("PUT", "/vsock", Some(r#"{"guest_cid":3}"#))
         .contains("missing field `uds_path`"));
+    assert_eq!(c.get("/vm/config").body.unwrap()["vsock"]["guest_cid"], 3);
     t.boot();
+    let v = t.engine.spec().unwrap().devices.vsock.unwrap();
+    assert_eq!((v.guest_cid, v.uds_path), (3, uds));
     assert_eq!(
         c.bad("PUT", "/vsock", Some(r#"{"guest_cid":3,"uds_path":"/v"}"#)),
         POST_BOOT
@@ -1011,14 +1031,9 @@ fn put_vsock() {
 fn balloon_endpoints() {
     let t = TestVmm::new();
     let mut c = t.client();
-    let b = unsupported("balloon devices are");
     assert_eq!(
-        c.bad(
-            "PUT",
-            "/balloon",
-            Some(r#"{"amount_mib":64,"deflate_on_oom":true,"stats_polling_interval_s":1}"#)
-        ),
-        b
+        c.bad("GET", "/balloon", None),
+        "Balloon config error: No balloon device found."
     );
     assert!(c
         .bad("PUT", "/balloon", Some(r#"{"amount_mib":64}"#))
@@ -1030,7 +1045,19 @@ fn balloon_endpoints() {
             Some(r#"{"amount_mib":4096,"deflate_on_oom":true}"#)
         )
         .starts_with("Balloon config error: Amount of pages requested is too large"));
-    assert_eq!(c.bad("GET", "/balloon", None), b);
+    assert!(c
+        .bad(
+            "PUT",
+            "/balloon",
+            Some(r#"{"amount_mib":1,"deflate_on_oom":true,"free_page_hinting":true}"#)
+        )
+        .contains("free page hinting"));
+    c.ok(
+        "PUT",
+        "/balloon",
+        r#"{"amount_mib":64,"deflate_on_oom":true,"stats_polling_interval_s":1}"#,
+    );
+    assert_eq!(c.get("/balloon").body.unwrap()["amount_mib"], 64);
     assert_eq!(
         c.bad("PATCH", "/balloon", Some(r#"{"amount_mib":1}"#)),
         PRE_BOOT
@@ -1051,6 +1078,8 @@ fn balloon_endpoints() {
     assert_eq!(c.bad("GET", "/balloon/hinting/status", None), PRE_BOOT);
     assert_eq!(c.bad("PATCH", "/balloon/hinting/stop", None), PRE_BOOT);
     t.boot();
+    let b = t.engine.spec().unwrap().devices.balloon.unwrap();
+    assert_eq!((b.amount_mib, b.stats_polling_interval_s), (64, 1));
     assert_eq!(
         c.bad(
             "PUT",
@@ -1059,34 +1088,43 @@ fn balloon_endpoints() {
         ),
         POST_BOOT
     );
-    assert_eq!(c.bad("GET", "/balloon", None), b);
-    assert_eq!(c.bad("PATCH", "/balloon", Some(r#"{"amount_mib":1}"#)), b);
+    c.ok("PATCH", "/balloon", r#"{"amount_mib":32}"#);
+    assert_eq!(c.get("/balloon").body.unwrap()["amount_mib"], 32);
+    assert!(c
+        .bad("PATCH", "/balloon", Some(r#"{"amount_mib":4096}"#))
+        .contains("too large"));
     assert!(c
         .bad("PATCH", "/balloon", Some(r#"{"amount_mib":"x"}"#))
         .starts_with(DESER));
-    assert_eq!(c.bad("GET", "/balloon/statistics", None), b);
     assert_eq!(
-        c.bad(
+        c.get("/balloon/statistics").body.unwrap(),
+        json!({"target_pages": 16384, "actual_pages": 15360, "target_mib": 64,
+               "actual_mib": 60, "free_memory": 1048576})
+    );
+    c.ok(
+        "PATCH",
+        "/balloon/statistics",
+        r#"{"stats_polling_interval_s":5}"#,
+    );
+    assert!(c
+        .bad(
             "PATCH",
             "/balloon/statistics",
-            Some(r#"{"stats_polling_interval_s":1}"#)
-        ),
-        b
-    );
+            Some(r#"{"stats_polling_interval_s":0}"#)
+        )
+        .contains("Cannot enable or disable"));
     assert!(c
         .bad("PATCH", "/balloon/statistics", Some(r#"{"interval":1}"#))
         .contains("unknown field"));
-    assert_eq!(
-        c.bad(
-            "PATCH",
-            "/balloon/hinting/start",
-            Some(r#"{"acknowledge_on_stop":true}"#)
-        ),
-        b
-    );
-    assert_eq!(c.bad("PATCH", "/balloon/hinting/start", None), b);
-    assert_eq!(c.bad("GET", "/balloon/hinting/status", None), b);
-    assert_eq!(c.bad("PATCH", "/balloon/hinting/stop", None), b);
+    assert!(c
+        .bad("PATCH", "/balloon/hinting/start", None)
+        .contains("free page hinting"));
+    assert!(c
+        .bad("GET", "/balloon/hinting/status", None)
+        .contains("free page hinting"));
+    let calls = t.engine.calls();
+    assert!(calls.contains(&"set_balloon 32".to_string()), "{calls:?}");
+    assert!(calls.contains(&"set_balloon_stats_interval 5".to_string()));
 }
 
 #[test]
@@ -1306,4 +1344,35 @@ fn boot_timer_logs_firecrackers_line() {
     let us: u64 = re_ok[0].parse().unwrap();
     assert!(us >= 20_000, "{us}");
     assert_eq!(re_ok[2].parse::<u64>().unwrap(), us / 1000);
+}
+
+#[test]
+fn balloon_statistics_need_an_interval() {
+    let t = TestVmm::new();
+    let mut c = t.client();
+    c.ok(
+        "PUT",
+        "/balloon",
+        r#"{"amount_mib":0,"deflate_on_oom":false,"free_page_reporting":true}"#,
+    );
+    t.boot();
+    assert!(
+        t.engine
+            .spec()
+            .unwrap()
+            .devices
+            .balloon
+            .unwrap()
+            .free_page_reporting
+    );
+    assert!(c
+        .bad("GET", "/balloon/statistics", None)
+        .contains("Statistics for the balloon device are not enabled"));
+    assert!(c
+        .bad(
+            "PATCH",
+            "/balloon/statistics",
+            Some(r#"{"stats_polling_interval_s":1}"#)
+        )
+        .contains("Cannot enable or disable"));
 }

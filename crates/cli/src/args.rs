@@ -266,6 +266,16 @@ pub enum KernelAction {
     Path,
 }
 
+impl From<EngineArg> for ec1_engine::AccelChoice {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Auto => ec1_engine::AccelChoice::Auto,
+            EngineArg::QemuKvm => ec1_engine::AccelChoice::Kvm,
+            EngineArg::QemuTcg => ec1_engine::AccelChoice::Tcg,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,16 +434,6 @@ mod tests {
                 Cli::try_parse_from(std::iter::once("ec1").chain(bad.iter().copied())).is_err(),
                 "{bad:?}"
             );
-        }
-    }
-}
-
-impl From<EngineArg> for ec1_engine::AccelChoice {
-    fn from(e: EngineArg) -> Self {
-        match e {
-            EngineArg::Auto => ec1_engine::AccelChoice::Auto,
-            EngineArg::QemuKvm => ec1_engine::AccelChoice::Kvm,
-            EngineArg::QemuTcg => ec1_engine::AccelChoice::Tcg,
         }
     }
 }

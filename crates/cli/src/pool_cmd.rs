@@ -61,18 +61,24 @@ fn run_inner(args: &PoolArgs) -> Result<(), Box<dyn std::error::Error>> {
             })?;
     }
     let stop_now = stop.clone();
-    serve(&opts, &cache, args.size as usize, stop, |info: &PoolInfo| {
-        *socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.socket.clone());
-        if stop_now.load(Ordering::SeqCst) {
-            // The signal came before there was a socket to wake.
-            let _ = std::os::unix::net::UnixStream::connect(&info.socket);
-        }
-        eprintln!(
-            "ec1 pool: serving {} warm clone(s) of template {} on {}",
-            args.size,
-            info.key,
-            info.socket.display()
-        );
-    })?;
+    serve(
+        &opts,
+        &cache,
+        args.size as usize,
+        stop,
+        |info: &PoolInfo| {
+            *socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.socket.clone());
+            if stop_now.load(Ordering::SeqCst) {
+                // The signal came before there was a socket to wake.
+                let _ = std::os::unix::net::UnixStream::connect(&info.socket);
+            }
+            eprintln!(
+                "ec1 pool: serving {} warm clone(s) of template {} on {}",
+                args.size,
+                info.key,
+                info.socket.display()
+            );
+        },
+    )?;
     Ok(())
 }

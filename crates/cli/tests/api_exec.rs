@@ -15,6 +15,8 @@ const EC1: &str = env!("CARGO_BIN_EXE_ec1");
 struct SharedVm {
     dir: tempfile::TempDir,
     sock: PathBuf,
+    // Killed (with its engine) when the test process exits: see `spawn_tied`.
+    _ec1: std::sync::Mutex<std::process::Child>,
 }
 
 /// Boots the shared VM through the API: boot-source, machine-config, InstanceStart.
@@ -32,7 +34,7 @@ fn vm() -> &'static SharedVm {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let _child = spawn_tied(cmd); // killed (with its engine) when the tests end
+        let child = spawn_tied(cmd);
         wait_for(Duration::from_secs(10), || sock.exists().then_some(()))
             .expect("ec1 did not create its API socket");
         let boot = json!({
@@ -51,7 +53,11 @@ fn vm() -> &'static SharedVm {
             Some(r#"{"action_type":"InstanceStart"}"#),
         );
         assert_eq!(code, 204, "{body}");
-        SharedVm { dir, sock }
+        SharedVm {
+            dir,
+            sock,
+            _ec1: std::sync::Mutex::new(child),
+        }
     })
 }
 

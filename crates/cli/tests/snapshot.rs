@@ -225,3 +225,51 @@ fn run_reuses_templates_and_rebuilds_them_when_an_input_changes() {
     assert!(template(&xdg, &["rm", &key[..8]]).starts_with("removed "));
     assert_eq!(template(&xdg, &["ls"]).lines().count(), 1);
 }
+
+#[test]
+fn a_pool_serves_ec1_run_until_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let xdg = tmp.path().join("cache");
+    let k = kernel();
+    let ks = k.to_str().unwrap();
+    let mut cmd = Command::new(EC1);
+    cmd.env("XDG_CACHE_HOME", &xdg)
+        .args([
+            "pool", "--size", "1", "--engine", "qemu-tcg", "--mem", "128",
+        ])
+        .args(["--kernel", ks])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut pool = spawn_tied(cmd);
+    let mut lines = BufReader::new(pool.stderr.take().unwrap()).lines();
+    let serving = lines.next().unwrap().unwrap();
+    assert!(
+        serving.starts_with("ec1 pool: serving 1 warm clone"),
+        "{serving}"
+    );
+    let socket = serving.rsplit(' ').next().unwrap().to_string();
+    assert!(Path::new(&socket).exists());
+    // Until the pool's member is warm, runs restore the template themselves.
+    let ec1 = Path::new(EC1);
+    let pooled = (0..300).any(|_| {
+        let (out, err) = run(&xdg, ec1, &["--kernel", ks, "--", "echo", "hi"]);
+        assert_eq!(out, "hi\n");
+        if err.contains("ec1 timings: pool of template") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        false
+    });
+    assert!(pooled, "no run was served by the pool");
+    // SAFETY: kill has no memory effects; the pid is our unreaped child.
+    unsafe { libc::kill(pool.id() as i32, libc::SIGTERM) };
+    let status = pool.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        "ec1 pool: stopping (signal 15)"
+    );
+    assert!(!Path::new(&socket).exists(), "the pool left its socket");
+}

@@ -18,6 +18,9 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long the handshake waits for an answer before saying hello again.
+const HELLO_RETRY: Duration = Duration::from_secs(1);
+
 /// How long to keep trying, for [`Client::connect`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectOptions {
@@ -111,29 +114,43 @@ impl Client {
     /// hello, waits up to `ready_timeout` for the matching ready, then starts the reader.
     pub fn handshake(stream: UnixStream, ready_timeout: Duration) -> Result<Client> {
         let io = |context| move |source| Error::Io { context, source };
-        let nonce = random_u64();
         let mut w = stream.try_clone().map_err(io("duplicating the socket"))?;
-        write_preamble(&mut w).map_err(io("writing to the agent"))?;
-        write_msg(
-            &mut w,
-            0,
-            &Msg::Hello {
-                min_version: MIN_PROTOCOL_VERSION,
-                max_version: PROTOCOL_VERSION,
-                nonce,
-            },
-        )
-        .map_err(io("writing to the agent"))?;
+        // The channel carries one host connection at a time and the guest may still
+        // be dropping the previous one's bytes when ours arrive, so a hello can be
+        // lost: say it again every HELLO_RETRY until the agent answers any of them.
+        let mut nonces = Vec::new();
+        let say_hello = |w: &mut UnixStream, nonces: &mut Vec<u64>| -> Result<Instant> {
+            let nonce = random_u64();
+            nonces.push(nonce);
+            write_preamble(w).map_err(io("writing to the agent"))?;
+            write_msg(
+                w,
+                0,
+                &Msg::Hello {
+                    min_version: MIN_PROTOCOL_VERSION,
+                    max_version: PROTOCOL_VERSION,
+                    nonce,
+                },
+            )
+            .map_err(io("writing to the agent"))?;
+            Ok(Instant::now() + HELLO_RETRY)
+        };
+        let mut next_hello = say_hello(&mut w, &mut nonces)?;
         let deadline = Instant::now() + ready_timeout;
         let mut reader = FrameReader::new(stream);
         let ready = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
             if left.is_zero() {
                 return Err(Error::ReadyTimeout(ready_timeout));
             }
+            if now >= next_hello {
+                next_hello = say_hello(&mut w, &mut nonces)?;
+            }
+            let wait = left.min(next_hello.saturating_duration_since(now));
             reader
                 .get_ref()
-                .set_read_timeout(Some(left))
+                .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
                 .map_err(io("setting a timeout"))?;
             let ev = match reader.next_event() {
                 Ok(ev) => ev,
@@ -143,7 +160,7 @@ impl Client {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(Error::ReadyTimeout(ready_timeout))
+                    continue
                 }
                 Err(e) => return Err(io("reading from the agent")(e)),
             };
@@ -152,7 +169,7 @@ impl Client {
                     // Anything else is left over from an earlier connection.
                     Ok(Frame::Control {
                         msg: Msg::Ready(r), ..
-                    }) if r.nonce == nonce => break r,
+                    }) if nonces.contains(&r.nonce) => break r,
                     Ok(Frame::Control {
                         session: 0,
                         msg:

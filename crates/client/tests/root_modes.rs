@@ -100,8 +100,9 @@ fn hand_off_boots_the_images_init_and_exec_keeps_working() {
     // The image's init runs as PID 1 (it wrote its pid), the agent beside it.
     let deadline = Instant::now() + Duration::from_secs(20);
     let marker = loop {
+        // The file may exist a moment before its line is written.
         let o = g.sh("cat /run/image-init");
-        if o.status.success() {
+        if o.status.success() && o.stdout.ends_with(b"\n") {
             break String::from_utf8_lossy(&o.stdout).into_owned();
         }
         assert!(

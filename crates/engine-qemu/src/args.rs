@@ -147,7 +147,8 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
     let mut machine = String::from(
         "microvm,acpi=off,x-option-roms=off,isa-serial=on,rtc=on,auto-kernel-cmdline=off",
     );
-    if matches!(spec.memory, MemoryBacking::File { .. }) || crate::devices::needs_shared_memory(spec)
+    if matches!(spec.memory, MemoryBacking::File { .. })
+        || crate::devices::needs_shared_memory(spec)
     {
         machine.push_str(",memory-backend=mem");
     }

@@ -103,16 +103,20 @@ pub(crate) fn check_devices(spec: &VmSpec) -> Result<(), EngineError> {
                 n.tap
             )));
         }
+        if net_uses_relay(n) {
+            let (ours, _) = net_sockets(&spec.run_dir, spec.devices.nets.len());
+            if ours.as_os_str().len() > crate::validate::MAX_SOCKET_PATH {
+                return Err(invalid(format!(
+                    "the network relay's socket {} is too long for a Unix socket path: use a shorter run directory",
+                    ours.display()
+                )));
+            }
+        }
         if n.tap.is_empty() || n.tap.len() > 15 || n.tap.contains(['/', ',', '\0']) {
             return Err(invalid(format!(
                 "TAP device name {:?} is not a valid interface name",
                 n.tap
             )));
-        }
-        if n.rx_rate_limit.is_some() || n.tx_rate_limit.is_some() {
-            return Err(invalid(
-                "network rate limiters: QEMU has no per-interface throttle".into(),
-            ));
         }
     }
     Ok(())
@@ -208,12 +212,37 @@ fn mac_string(m: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// Whether interface `n` goes through ec1's frame relay (QEMU has no per-interface
+/// throttle) instead of QEMU opening the TAP device itself (which keeps the TAP
+/// device's checksum and segmentation offloads).
+pub(crate) fn net_uses_relay(n: &NetSpec) -> bool {
+    n.rx_rate_limit.is_some() || n.tx_rate_limit.is_some()
+}
+
+/// The Unix datagram sockets of relayed interface `index`: (ec1's, QEMU's).
+pub(crate) fn net_sockets(run_dir: &Path, index: usize) -> (PathBuf, PathBuf) {
+    (
+        run_dir.join(format!("net{index}.ec1")),
+        run_dir.join(format!("net{index}.qemu")),
+    )
+}
+
 /// The `-netdev` and `-device` values of network interface `index` on transport `bus`.
-fn net_args(index: usize, n: &NetSpec, bus: &str) -> (String, String) {
-    let netdev = format!(
-        "tap,id=net{index},ifname={},script=no,downscript=no,vhost=off",
-        n.tap
-    );
+fn net_args(run_dir: &Path, index: usize, n: &NetSpec, bus: &str) -> (OsString, String) {
+    let netdev = if net_uses_relay(n) {
+        let (ours, qemu) = net_sockets(run_dir, index);
+        let mut v = OsString::from(format!("dgram,id=net{index},local.type=unix,local.path="));
+        v.push(crate::args::escape(qemu.as_os_str()));
+        v.push(",remote.type=unix,remote.path=");
+        v.push(crate::args::escape(ours.as_os_str()));
+        v
+    } else {
+        format!(
+            "tap,id=net{index},ifname={},script=no,downscript=no,vhost=off",
+            n.tap
+        )
+        .into()
+    };
     let mut device = format!("virtio-net-device,netdev=net{index},id=nic{index},bus={bus}");
     if let Some(mac) = &n.mac {
         device.push_str(&format!(",mac={}", mac_string(mac)));
@@ -278,12 +307,16 @@ pub(crate) fn device_args(
         out.push(("-chardev", chardev));
         out.push((
             "-device",
-            format!("vhost-user-vsock-device,chardev=vsock,id=vsock0,bus={}", take()?).into(),
+            format!(
+                "vhost-user-vsock-device,chardev=vsock,id=vsock0,bus={}",
+                take()?
+            )
+            .into(),
         ));
     }
     for (i, n) in d.nets.iter().enumerate() {
-        let (netdev, device) = net_args(i, n, &take()?);
-        out.push(("-netdev", netdev.into()));
+        let (netdev, device) = net_args(&spec.run_dir, i, n, &take()?);
+        out.push(("-netdev", netdev));
         out.push(("-device", device.into()));
     }
     Ok(())
@@ -418,6 +451,26 @@ mod tests {
     }
 
     #[test]
+    fn limited_interfaces_go_through_the_relay() {
+        let mut s = spec();
+        let mut n = net("eth0", "tap0");
+        n.tx_rate_limit = Some(RateLimit::default());
+        assert!(net_uses_relay(&n));
+        assert!(!net_uses_relay(&net("eth1", "tap1")));
+        s.devices.nets = vec![n];
+        check_devices(&s).unwrap();
+        assert_eq!(
+            args(&s, 0)[0],
+            (
+                "-netdev".to_string(),
+                "dgram,id=net0,local.type=unix,local.path=/run/x/net0.qemu,\
+                 remote.type=unix,remote.path=/run/x/net0.ec1"
+                    .to_string()
+            )
+        );
+    }
+
+    #[test]
     fn no_devices_no_arguments() {
         let s = spec();
         assert!(args(&s, 0).is_empty());
@@ -428,7 +481,9 @@ mod tests {
 
     #[test]
     fn host_checks() {
-        assert!(tap_exists("ec1-no-such-if").unwrap_err().contains("ip tuntap add"));
+        assert!(tap_exists("ec1-no-such-if")
+            .unwrap_err()
+            .contains("ip tuntap add"));
         assert!(tap_exists("lo").unwrap_err().contains("not a TAP"));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v.sock");
@@ -454,7 +509,9 @@ mod tests {
     #[test]
     fn too_many_devices_are_refused() {
         let mut s = spec();
-        s.devices.nets = (0..5).map(|i| net(&format!("e{i}"), &format!("t{i}"))).collect();
+        s.devices.nets = (0..5)
+            .map(|i| net(&format!("e{i}"), &format!("t{i}")))
+            .collect();
         let mut out = Vec::new();
         let e = device_args(&s, 2, bus, &mut out).unwrap_err();
         assert!(e.to_string().contains("has 6"), "{e}");
@@ -488,12 +545,18 @@ mod tests {
             amount_mib: 1000,
             ..Default::default()
         });
-        assert!(check_devices(&s).unwrap_err().to_string().contains("more than"));
+        assert!(check_devices(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("more than"));
         s.devices.balloon = Some(BalloonSpec {
             free_page_hinting: true,
             ..Default::default()
         });
-        assert!(check_devices(&s).unwrap_err().to_string().contains("hinting"));
+        assert!(check_devices(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("hinting"));
         s.devices.balloon = None;
         s.devices.vsock = Some(VsockSpec {
             guest_cid: 2,
@@ -508,7 +571,10 @@ mod tests {
             path: "/m".into(),
             shared: false,
         };
-        assert!(check_devices(&s).unwrap_err().to_string().contains("private"));
+        assert!(check_devices(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("private"));
         s.memory = MemoryBacking::Anonymous;
         s.devices.nets = vec![net("a", "tap0"), net("a", "tap1")];
         assert!(check_devices(&s).unwrap_err().to_string().contains("twice"));
@@ -516,10 +582,6 @@ mod tests {
         assert!(check_devices(&s).unwrap_err().to_string().contains("two"));
         s.devices.nets = vec![net("a", "t,ap")];
         assert!(check_devices(&s).is_err());
-        s.devices.nets = vec![net("a", "tap0")];
-        s.devices.nets[0].rx_rate_limit = Some(RateLimit::default());
-        assert!(check_devices(&s).is_err());
-        s.devices.nets[0].rx_rate_limit = None;
         s.devices.entropy = Some(EntropySpec {
             rate_limit: Some(RateLimit {
                 bandwidth: None,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ec1_engine::{
     Accel, BalloonStats, Capabilities, DriveUpdate, Engine, EngineError, EventSink, ExitReason,
-    SerialOut, SnapshotSource, SnapshotTarget, VmSpec,
+    NetUpdate, SerialOut, SnapshotSource, SnapshotTarget, VmSpec,
 };
 use qapi::qmp::{
     cont, quit, send_key, stop, Event, KeyValue, QKeyCode, QKeyCodeWrapper, QmpCommand,
@@ -24,12 +24,13 @@ use crate::args::{qemu_args, ArgsContext, DriveNames};
 use crate::drain::Readers;
 use crate::exit::{classify, ExitCell};
 use crate::media::{change_medium, DriveState};
+use crate::net_relays::NetRelays;
 use crate::process::{self, Child, ProcessExit, SpawnConfig};
 use crate::qmp::{QmpClient, QmpError};
 use crate::throttle::Throttle;
 use crate::validate::{check_files, check_spec, QMP_SOCKET};
 use crate::version::{check_qemu, resolve_binary, QemuVersion, INSTALL_COMMAND};
-use crate::vsock_backend::{resolve_vsock_backend, VsockBackend};
+use ec1_vsock::VsockDevice;
 
 /// How long the supervisor waits for the socket readers after QEMU exited.
 const READER_DRAIN: Duration = Duration::from_secs(1);
@@ -71,8 +72,11 @@ struct Vm {
     stop_requested: Arc<AtomicBool>,
     drives: Mutex<Vec<DriveState>>,
     qmp_path: PathBuf,
-    /// The vhost-user backend of the vsock device; stopped after QEMU.
-    vsock: Option<VsockBackend>,
+    /// The vhost-user backend of the vsock device (threads of this process); stopped
+    /// after QEMU.
+    vsock: Mutex<Option<VsockDevice>>,
+    /// The frame relays of rate-limited network interfaces; stopped after QEMU.
+    nets: Mutex<NetRelays>,
     /// The balloon's settings as last set, if the guest has a balloon.
     balloon: Mutex<Option<BalloonState>>,
     mem_mib: u32,
@@ -246,14 +250,17 @@ impl QemuEngine {
         };
         // The backend listens first; QEMU connects to it while it starts.
         let vsock = match &spec.devices.vsock {
-            Some(v) => Some(VsockBackend::start(
-                &resolve_vsock_backend()?,
-                v,
-                &crate::devices::vsock_control_socket(&spec.run_dir),
-                &spec.id,
-            )?),
+            Some(v) => Some(
+                VsockDevice::start(
+                    v.guest_cid,
+                    &crate::devices::vsock_control_socket(&spec.run_dir),
+                    &v.uds_path,
+                )
+                .map_err(|e| EngineError::InvalidSpec(e.to_string()))?,
+            ),
             None => None,
         };
+        let nets = NetRelays::start(spec)?;
         log::debug!(
             "starting {} {}",
             self.binary.display(),
@@ -340,9 +347,10 @@ impl QemuEngine {
             }
         }
         if let Some(b) = &spec.devices.balloon {
-            let setup = crate::balloon::set_target(&mut qmp, spec.mem_mib, b.amount_mib).and_then(
-                |()| crate::balloon::set_stats_interval(&mut qmp, b.stats_polling_interval_s),
-            );
+            let setup =
+                crate::balloon::set_target(&mut qmp, spec.mem_mib, b.amount_mib).and_then(|()| {
+                    crate::balloon::set_stats_interval(&mut qmp, b.stats_polling_interval_s)
+                });
             if let Err(e) = setup {
                 drop(qmp);
                 return Err(abort(e, false));
@@ -379,7 +387,8 @@ impl QemuEngine {
             stop_requested,
             drives: Mutex::new(drives),
             qmp_path,
-            vsock,
+            vsock: Mutex::new(vsock),
+            nets: Mutex::new(nets),
             balloon: Mutex::new(spec.devices.balloon.map(|b| BalloonState {
                 target_mib: b.amount_mib,
                 stats_interval_s: b.stats_polling_interval_s,
@@ -520,9 +529,10 @@ impl Engine for QemuEngine {
         vm.child.join_supervisor();
         lock(&vm.qmp).take();
         let _ = std::fs::remove_file(&vm.qmp_path);
-        if let Some(b) = &vm.vsock {
-            b.stop();
+        if let Some(mut v) = lock(&vm.vsock).take() {
+            v.stop();
         }
+        lock(&vm.nets).stop();
         Ok(())
     }
 
@@ -581,19 +591,18 @@ impl Engine for QemuEngine {
     fn set_balloon_stats_interval(&self, secs: u16) -> Result<(), EngineError> {
         self.set_balloon_stats_interval_impl(secs)
     }
+
+    fn update_net(&self, update: &NetUpdate) -> Result<(), EngineError> {
+        let vm = self.running()?;
+        let nets = lock(&vm.nets);
+        nets.update(&self.name, update)
+    }
 }
 
 impl QemuEngine {
     fn balloon_state(vm: &Vm) -> Result<BalloonState, EngineError> {
-        (*lock(&vm.balloon)).ok_or_else(|| {
-            EngineError::InvalidState("the guest has no balloon device".into())
-        })
-    }
-
-    /// The vsock backend's process id while a guest with a vsock device runs.
-    pub fn vsock_backend_pid(&self) -> Option<u32> {
-        let vm = lock(&self.vm).clone()?;
-        vm.vsock.as_ref().map(VsockBackend::pid)
+        (*lock(&vm.balloon))
+            .ok_or_else(|| EngineError::InvalidState("the guest has no balloon device".into()))
     }
 }
 

@@ -35,6 +35,7 @@ mod engine;
 mod exit;
 mod host;
 mod media;
+mod net_relays;
 mod process;
 mod qmp;
 pub mod snapshot;
@@ -42,16 +43,12 @@ mod throttle;
 mod validate;
 mod version;
 pub mod version_cache;
-mod vsock_backend;
 
 pub use args::{qemu_args, ArgsContext};
 pub use engine::{QemuEngine, QemuOptions};
 /// The QMP types [`QemuEngine::qmp`] takes, at the version this crate uses.
 pub use qapi;
 pub use qmp::{QmpClient, QmpError};
-pub use vsock_backend::{
-    resolve_vsock_backend, VSOCK_BACKEND_ENV, VSOCK_BACKEND_INSTALL, VSOCK_BACKEND_PROGRAM,
-};
 pub use version::{
     check_qemu, resolve_binary, QemuVersion, BINARY_ENV, INSTALL_COMMAND, MIN_MAJOR, QEMU_PROGRAM,
 };

@@ -105,10 +105,20 @@ fn snapshot_restore_clones_and_refusals() {
         diff: false,
     };
 
-    // A running guest, snapshotted once paused.
+    // A running guest with a read-only drive, snapshotted once paused.
+    let image = tmp.path().join("data.img");
+    std::fs::write(&image, vec![7u8; 1 << 20]).unwrap();
+    let mut s = spec(&src_dir);
+    s.drives = vec![ec1_engine::DriveSpec {
+        id: "data".into(),
+        path: image.clone(),
+        read_only: true,
+        cache: ec1_engine::CacheType::Unsafe,
+        rate_limit: None,
+    }];
     let src = engine();
     assert!(src.capabilities().snapshots);
-    src.start(&spec(&src_dir), Arc::new(|_| {})).unwrap();
+    src.start(&s, Arc::new(|_| {})).unwrap();
     wait_tick(&src_dir, 3);
     let e = src.snapshot(&target).unwrap_err().to_string();
     assert!(e.contains("pause it"), "{e}");
@@ -120,6 +130,24 @@ fn snapshot_restore_clones_and_refusals() {
         })
         .unwrap_err();
     assert!(matches!(e, EngineError::Unsupported { .. }), "{e}");
+    // Targets that cannot be written fail cleanly, and leave the guest snapshottable.
+    let nowhere = tmp.path().join("no/such/dir");
+    let e = src
+        .snapshot(&SnapshotTarget {
+            mem_path: nowhere.join("vm.mem"),
+            ..target.clone()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("writing the snapshot memory file"), "{e}");
+    let e = src
+        .snapshot(&SnapshotTarget {
+            state_path: nowhere.join("vm.snap"),
+            ..target.clone()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("snapshot file"), "{e}");
     src.snapshot(&target).unwrap();
     let at_snapshot = last_tick(&src_dir).unwrap();
     let e = src.snapshot(&target).unwrap_err().to_string();
@@ -141,6 +169,7 @@ fn snapshot_restore_clones_and_refusals() {
     assert_eq!(describe_snapshot(&state).unwrap(), "v1.0.0");
     let file = SnapshotFile::open(&state).unwrap();
     assert_eq!(file.machine.mem_mib, 128);
+    assert_eq!(file.machine.drives.len(), 1);
     assert!(file.machine.agent_channel);
     assert!(
         file.header.state_len < 1 << 20,
@@ -266,8 +295,26 @@ fn snapshot_restore_clones_and_refusals() {
         &bad_dir,
         &SnapshotSource {
             mem_path: tmp.path().join("missing.mem"),
-            ..source
+            ..source.clone()
         },
     );
     assert!(e.contains("missing.mem"), "{e}");
+    // The run directory and the snapshot's drive must exist.
+    let e = engine()
+        .restore(
+            &host_spec(&tmp.path().join("no-run-dir")),
+            &source,
+            Arc::new(|_| {}),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("run directory"), "{e}");
+    let e = engine()
+        .restore(&host_spec(&image), &source, Arc::new(|_| {}))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("run directory"), "{e}");
+    std::fs::remove_file(&image).unwrap();
+    let e = refused(&engine(), &bad_dir, &source);
+    assert!(e.contains("drive image of the snapshot"), "{e}");
 }

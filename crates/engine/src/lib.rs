@@ -12,9 +12,7 @@ mod event;
 mod spec;
 
 pub use accel::{detect_accel, probe_at, Accel, AccelChoice, HostProbe};
-pub use devices::{
-    BalloonSpec, BalloonStats, Devices, EntropySpec, NetSpec, NetUpdate, VsockSpec,
-};
+pub use devices::{BalloonSpec, BalloonStats, Devices, EntropySpec, NetSpec, NetUpdate, VsockSpec};
 pub use error::EngineError;
 pub use event::{EngineEvent, EventSink, ExitReason};
 pub use spec::{

@@ -8,6 +8,9 @@ pub use elf::check_static_x86_64;
 
 static AGENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ec1-agent"));
 
+/// SHA-256 of [`agent_binary`] (hex), computed at build time.
+pub const AGENT_SHA256: &str = env!("EC1_AGENT_SHA256");
+
 /// The agent executable: the `/init` of the injected initramfs.
 pub fn agent_binary() -> &'static [u8] {
     AGENT
@@ -27,6 +30,12 @@ mod tests {
             a.len()
         );
         assert!(a.len() < 4_000_000, "the agent grew to {} bytes", a.len());
+        use sha2::Digest;
+        let hex: String = sha2::Sha256::digest(a)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, AGENT_SHA256);
     }
 
     #[test]

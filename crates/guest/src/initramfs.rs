@@ -99,6 +99,22 @@ fn load_busybox(path: &Path) -> Result<Vec<u8>, InitramfsError> {
     Ok(bytes)
 }
 
+/// A file's identity without reading it: path, device, inode, size and mtime.
+fn file_identity(path: &Path) -> Result<String, InitramfsError> {
+    use std::os::unix::fs::MetadataExt;
+    let m =
+        std::fs::metadata(path).map_err(|_| InitramfsError::BusyboxMissing(path.to_path_buf()))?;
+    Ok(format!(
+        "{}:{}:{}:{}:{}.{}",
+        path.display(),
+        m.dev(),
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec()
+    ))
+}
+
 /// busybox's applets as paths (`busybox --list-full`: `bin/sh`, `usr/bin/awk`, ...).
 fn busybox_applets(path: &Path) -> Result<Vec<String>, InitramfsError> {
     let out = std::process::Command::new(path)
@@ -168,18 +184,20 @@ fn write_atomically(
 /// The archive for `layout`, built if not cached yet.
 fn cached_archive(opts: &Options, layout: Layout) -> Result<PathBuf, InitramfsError> {
     let agent = crate::agent::agent_binary();
-    let busybox = load_busybox(&opts.busybox)?;
+    // Keyed by the agent's build-time digest and busybox's file identity, so a cache hit
+    // reads nothing but one stat (this runs on every boot).
     let k = key(&[
         &FORMAT_VERSION.to_le_bytes(),
         layout.name().as_bytes(),
-        agent,
-        &busybox,
+        crate::agent::AGENT_SHA256.as_bytes(),
+        file_identity(&opts.busybox)?.as_bytes(),
     ]);
     let prefix = format!("agent-{}-", layout.name());
     let path = opts.cache_dir.join(format!("{prefix}{k}.cpio"));
     if path.is_file() {
         return Ok(path);
     }
+    let busybox = load_busybox(&opts.busybox)?;
     let applets = busybox_applets(&opts.busybox)?;
     let archive = build_archive(agent, &busybox, &applets, layout);
     write_atomically(&path, |f| f.write_all(&archive))?;

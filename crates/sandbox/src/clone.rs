@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ec1_engine::{Engine, MemoryBacking, SerialOut, SnapshotSource, VmSpec};
+use ec1_engine::{Engine, EngineError, MemoryBacking, SerialOut, SnapshotSource, VmSpec};
 use ec1_engine_qemu::QemuEngine;
 
 use crate::sandbox::{connect_agent, new_run_dir, tail};
@@ -67,13 +67,19 @@ impl Sandbox {
         let engine: Arc<dyn Engine> = engine;
         match restore(opts, cache, &key, engine, t0, lookup, build) {
             Ok(sb) => Ok(sb),
-            Err(e) => {
+            // The template itself was refused (its files, or QEMU loading its state):
+            // it is of no use to anyone. Other failures (resources, timeouts) are not
+            // the template's fault and are reported as they are.
+            Err(
+                e @ SandboxError::Engine(EngineError::InvalidSpec(_) | EngineError::Control(_)),
+            ) => {
                 log::warn!(
                     "the boot template {key} did not restore ({e}); removing it and booting cold"
                 );
                 let _ = cache.remove(&key);
                 Ok(Sandbox::boot(opts)?.with_cold_reason(format!("template failed: {e}")))
             }
+            Err(e) => Err(e),
         }
     }
 }
@@ -128,15 +134,13 @@ pub(crate) fn restore(
     let t2 = Instant::now();
     let client = connect_agent(&engine, &socket, &console, opts.ready_timeout)?;
     let reconnect = t2.elapsed();
-    let refreshed = client
-        .refresh(opts.hostname.as_deref())
-        .map_err(|error| {
-            let _ = engine.stop();
-            SandboxError::Agent {
-                error,
-                console: tail(&console, 20),
-            }
-        })?;
+    let refreshed = client.refresh(opts.hostname.as_deref()).map_err(|error| {
+        let _ = engine.stop();
+        SandboxError::Agent {
+            error,
+            console: tail(&console, 20),
+        }
+    })?;
     let timings = RestoreTimings {
         lookup,
         build,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// serial port (written to a file, read only on failure), reboot through the keyboard
 /// controller, reboot at once on panic, and no boot chatter.
 pub const DEFAULT_BOOT_ARGS: &str =
-    "console=ttyS0 reboot=k panic=-1 quiet loglevel=0 i8042.noaux i8042.nomux i8042.dumbkbd";
+    "console=ttyS0 reboot=k panic=-1 quiet loglevel=0 no_timer_check i8042.noaux i8042.nomux i8042.dumbkbd";
 
 /// Where the agent runs the commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

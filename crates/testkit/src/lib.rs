@@ -79,6 +79,26 @@ fn static_binary(name: &str, source: &str) -> PathBuf {
     out
 }
 
+/// Where [`vsock_tool_initramfs`] puts the vsock tool in the guest.
+pub const VSOCK_TOOL_GUEST_PATH: &str = "/opt/vsock_tool";
+
+/// A newc archive holding only [`vsock_tool_binary`] at [`VSOCK_TOOL_GUEST_PATH`]: an
+/// initrd for a guest whose `/init` comes from elsewhere (ec1's injected agent).
+pub fn vsock_tool_initramfs() -> PathBuf {
+    let tool = std::fs::read(vsock_tool_binary()).expect("reading the vsock tool");
+    let out = artefact_dir().join(format!("vsock-tool-{}.cpio", short_hash(&tool)));
+    if out.is_file() {
+        return out;
+    }
+    let mut w = ec1_guest::initramfs::NewcWriter::new();
+    w.dir("opt", 0o755);
+    w.file(&VSOCK_TOOL_GUEST_PATH[1..], 0o755, &tool);
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, w.finish()).expect("writing the vsock tool archive");
+    std::fs::rename(&tmp, &out).expect("moving the vsock tool archive into place");
+    out
+}
+
 /// A newc initramfs whose `/init` is the test init; cached by content.
 pub fn test_initramfs() -> PathBuf {
     let init = std::fs::read(test_init_binary()).expect("reading the test init");
@@ -126,40 +146,6 @@ pub fn processes_matching(needle: &str) -> Vec<u32> {
             !zombie && String::from_utf8_lossy(&cmd).contains(needle)
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn initramfs_holds_the_init() {
-        let cpio = std::fs::read(test_initramfs()).unwrap();
-        let entries = ec1_guest::initramfs::parse(&cpio).unwrap();
-        assert!(entries.iter().any(|e| e.0 == "init"), "no /init");
-    }
-
-    #[test]
-    fn wait_for_times_out_and_succeeds() {
-        assert_eq!(wait_for(Duration::from_millis(50), || None::<()>), None);
-        let mut n = 0;
-        assert_eq!(
-            wait_for(Duration::from_secs(5), || {
-                n += 1;
-                (n == 3).then_some(n)
-            }),
-            Some(3)
-        );
-    }
-
-    #[test]
-    fn finds_this_process() {
-        let me = std::process::id();
-        let exe = std::env::current_exe().unwrap();
-        let name = exe.file_name().unwrap().to_str().unwrap();
-        assert!(processes_matching(name).contains(&me));
-        assert!(!processes_matching("ec1-no-such-process-xyz-123").contains(&me));
-    }
 }
 
 /// One HTTP/1.1 request over a Unix socket, as a Firecracker client sends it; returns
@@ -223,4 +209,38 @@ pub fn spawn_tied(mut cmd: Command) -> std::process::Child {
     let (tx, rx) = channel();
     spawner.lock().unwrap().send((cmd, tx)).unwrap();
     rx.recv().unwrap().expect("spawning a test child")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initramfs_holds_the_init() {
+        let cpio = std::fs::read(test_initramfs()).unwrap();
+        let entries = ec1_guest::initramfs::parse(&cpio).unwrap();
+        assert!(entries.iter().any(|e| e.0 == "init"), "no /init");
+    }
+
+    #[test]
+    fn wait_for_times_out_and_succeeds() {
+        assert_eq!(wait_for(Duration::from_millis(50), || None::<()>), None);
+        let mut n = 0;
+        assert_eq!(
+            wait_for(Duration::from_secs(5), || {
+                n += 1;
+                (n == 3).then_some(n)
+            }),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn finds_this_process() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_name().unwrap().to_str().unwrap();
+        assert!(processes_matching(name).contains(&me));
+        assert!(!processes_matching("ec1-no-such-process-xyz-123").contains(&me));
+    }
 }

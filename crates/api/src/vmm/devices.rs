@@ -188,12 +188,6 @@ impl Vmm {
         cfg: NetworkInterfaceConfig,
     ) -> Result<(), VmmActionError> {
         validation::validate_net(&cfg).map_err(VmmActionError::NetworkConfig)?;
-        let limited = |r: Option<RateLimiterConfig>| r.and_then(|r| r.to_engine()).is_some();
-        if limited(cfg.rx_rate_limiter) || limited(cfg.tx_rate_limiter) {
-            return Err(self.unsupported(
-                "network rate limiters are (QEMU has no per-interface throttle)",
-            ));
-        }
         inner
             .resources
             .insert_net(cfg, tap_exists)

@@ -228,6 +228,26 @@ impl Engine for FakeHandle {
         ));
         Ok(())
     }
+
+    fn set_balloon(&self, amount_mib: u32) -> Result<(), EngineError> {
+        self.0.record(format!("set_balloon {amount_mib}"));
+        Ok(())
+    }
+
+    fn balloon_stats(&self) -> Result<ec1_engine::BalloonStats, EngineError> {
+        self.0.record("balloon_stats".into());
+        Ok(ec1_engine::BalloonStats {
+            target_mib: 64,
+            actual_mib: 60,
+            free_memory: Some(1 << 20),
+            ..Default::default()
+        })
+    }
+
+    fn set_balloon_stats_interval(&self, secs: u16) -> Result<(), EngineError> {
+        self.0.record(format!("set_balloon_stats_interval {secs}"));
+        Ok(())
+    }
 }
 
 /// A factory handing out `engine` (once started, the VMM owns it).

@@ -75,14 +75,20 @@ fn try_claim(
     let engine: Arc<dyn ec1_engine::Engine> = Arc::new(ClaimedEngine::new(conn));
     let console = dir.join(CONSOLE_LOG);
     let t2 = Instant::now();
-    let client = connect_agent(&engine, &dir.join(AGENT_SOCKET), &console, opts.ready_timeout)?;
+    let client = connect_agent(
+        &engine,
+        &dir.join(AGENT_SOCKET),
+        &console,
+        opts.ready_timeout,
+    )?;
     let reconnect = t2.elapsed();
-    let refreshed = client
-        .refresh(opts.hostname.as_deref())
-        .map_err(|error| SandboxError::Agent {
-            error,
-            console: crate::sandbox::tail(&console, 20),
-        })?;
+    let refreshed =
+        client
+            .refresh(opts.hostname.as_deref())
+            .map_err(|error| SandboxError::Agent {
+                error,
+                console: crate::sandbox::tail(&console, 20),
+            })?;
     let timings = RestoreTimings {
         lookup,
         build: None,

@@ -105,6 +105,10 @@ mod tests {
         e.stop().unwrap();
         e.stop().unwrap();
         let mut buf = [0u8; 1];
-        assert_eq!(pool.read(&mut buf).unwrap(), 0, "the pool sees the claim end");
+        assert_eq!(
+            pool.read(&mut buf).unwrap(),
+            0,
+            "the pool sees the claim end"
+        );
     }
 }

@@ -53,12 +53,22 @@ fn make_member(
         hostname: None,
         ..opts.clone()
     };
-    let sb = restore(&opts, cache, key, engine, Instant::now(), Duration::ZERO, None)?;
+    let sb = restore(
+        &opts,
+        cache,
+        key,
+        engine,
+        Instant::now(),
+        Duration::ZERO,
+        None,
+    )?;
     let agent_err = |error| SandboxError::Agent {
         error,
         console: sb.console_tail(20),
     };
-    sb.client().output(&Command::new("true")).map_err(agent_err)?;
+    sb.client()
+        .output(&Command::new("true"))
+        .map_err(agent_err)?;
     sb.client().close();
     let socket = sb
         .run_dir_path()
@@ -89,7 +99,11 @@ fn fill(
     stop: &AtomicBool,
 ) {
     while !stop.load(Ordering::SeqCst) {
-        let n = members.ready.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let n = members
+            .ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
         if n >= size {
             let g = members.ready.lock().unwrap_or_else(|e| e.into_inner());
             let _ = members.changed.wait_timeout(g, Duration::from_millis(200));
@@ -117,14 +131,10 @@ fn serve_claim(conn: UnixStream, members: &Members) -> Result<(), SandboxError> 
         .map_err(io("setting a timeout"))?;
     let mut reader = BufReader::new(&conn);
     let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .map_err(io("reading a claim"))?;
+    reader.read_line(&mut line).map_err(io("reading a claim"))?;
     let mut w = &conn;
     if line != CLAIM {
-        return Err(SandboxError::Options(format!(
-            "not a claim: {line:?}"
-        )));
+        return Err(SandboxError::Options(format!("not a claim: {line:?}")));
     }
     let member = members
         .ready
@@ -142,7 +152,8 @@ fn serve_claim(conn: UnixStream, members: &Members) -> Result<(), SandboxError> 
     w.write_all(Answer::Ok(dir).line().as_bytes())
         .map_err(io("answering a claim"))?;
     // The claim lasts until the claimant closes the connection (or dies).
-    conn.set_read_timeout(None).map_err(io("clearing a timeout"))?;
+    conn.set_read_timeout(None)
+        .map_err(io("clearing a timeout"))?;
     let mut sink = [0u8; 64];
     while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
     sb.shutdown()?;
@@ -225,4 +236,25 @@ pub fn serve(
         .unwrap_or_else(|e| e.into_inner())
         .clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_pool_says_so_and_garbage_is_refused() {
+        let members = Members::default();
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        ours.write_all(CLAIM.as_bytes()).unwrap();
+        serve_claim(theirs, &members).unwrap();
+        let mut answer = String::new();
+        ours.read_to_string(&mut answer).unwrap();
+        assert_eq!(Answer::parse(&answer), Some(Answer::Empty));
+
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        ours.write_all(b"give me a VM\n").unwrap();
+        let e = serve_claim(theirs, &members).unwrap_err();
+        assert!(e.to_string().contains("not a claim"), "{e}");
+    }
 }

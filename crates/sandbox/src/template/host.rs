@@ -70,8 +70,10 @@ pub fn facts(
         source: std::io::Error::from(std::io::ErrorKind::NotFound),
     })?;
     let busybox = ec1_guest::initramfs::Options::from_env()?.busybox;
-    // The command line as the guest sees it; the engine adds the host's TSC rate
-    // under TCG, so that is part of it too.
+    // The command line as the sandbox gives it. The engine's additions are not part
+    // of the key: its device parameters follow from the machine (in the key), and the
+    // host's TSC rate does not change on a host, while `cpu MHz` (where the engine
+    // reads it) may wobble with frequency scaling and would churn keys.
     let spec = spec_for(opts, kernel.clone(), PathBuf::new(), Path::new("/"))?;
     let ctx = engine.args_context();
     Ok(HostFacts {
@@ -81,7 +83,7 @@ pub fn facts(
         ec1,
         busybox,
         kernel,
-        cmdline: format!("{} [tsc_khz={:?}]", spec.cmdline, ctx.tsc_khz),
+        cmdline: spec.cmdline,
     })
 }
 

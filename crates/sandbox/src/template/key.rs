@@ -208,7 +208,9 @@ mod tests {
         for name in ["vmlinux", "ec1", "busybox", "qemu"] {
             std::fs::write(d.path().join(name), "changed!").unwrap();
             let i = gather(&opts, &h).unwrap();
-            assert!(base.changed_files().contains(&d.path().join(name).as_path()));
+            assert!(base
+                .changed_files()
+                .contains(&d.path().join(name).as_path()));
             std::fs::write(d.path().join(name), name).unwrap();
             push(i);
         }

@@ -1,0 +1,887 @@
+//! Devices behind the Firecracker API on real guests: entropy, balloon, vsock (one
+//! shared VM, driven with `ec1 exec`), network interfaces (a VM in a network namespace
+//! the test creates), and the 400s for bad device configurations.
+//!
+//! Tests that use the shared VM take [`serial`] so that their guest programs and
+//! timings do not overlap.
+
+use ec1_testkit::{
+    http, kernel, processes_matching, spawn_tied, vsock_tool_initramfs, wait_for,
+    VSOCK_TOOL_GUEST_PATH,
+};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+const EC1: &str = env!("CARGO_BIN_EXE_ec1");
+const MEM_MIB: u32 = 256;
+/// The entropy device's limit: bytes per refill period, and the period.
+const RNG_BYTES: u64 = 20_000;
+const RNG_PERIOD_MS: u64 = 100;
+
+struct SharedVm {
+    _dir: tempfile::TempDir,
+    sock: PathBuf,
+    vsock: PathBuf,
+}
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn put(sock: &Path, path: &str, body: Value) {
+    let (code, resp) = http(sock, "PUT", path, Some(&body.to_string()));
+    assert_eq!(code, 204, "PUT {path}: {resp}");
+}
+
+/// The VM with entropy, balloon and vsock devices, booted once through the API.
+fn vm() -> &'static SharedVm {
+    static VM: OnceLock<SharedVm> = OnceLock::new();
+    VM.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("ec1-dev").tempdir().unwrap();
+        let sock = dir.path().join("fc.sock");
+        let vsock = dir.path().join("v.sock");
+        let mut cmd = Command::new(EC1);
+        cmd.args(["--inject-agent", "--id", "devices", "--api-sock"])
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Killed with the test process (the fixture lives as long as it does), and reaped
+        // by init then: there is no earlier point to wait for it.
+        #[allow(clippy::zombie_processes)]
+        let _child = spawn_tied(cmd);
+        wait_for(Duration::from_secs(10), || sock.exists().then_some(()))
+            .expect("ec1 did not create its API socket");
+        put(
+            &sock,
+            "/boot-source",
+            json!({
+                "kernel_image_path": kernel(),
+                "initrd_path": vsock_tool_initramfs(),
+                "boot_args": "console=ttyS0 reboot=k panic=1 quiet"
+            }),
+        );
+        put(
+            &sock,
+            "/machine-config",
+            json!({"vcpu_count": 2, "mem_size_mib": MEM_MIB}),
+        );
+        put(
+            &sock,
+            "/entropy",
+            json!({"rate_limiter": {"bandwidth": {"size": RNG_BYTES, "refill_time": RNG_PERIOD_MS}}}),
+        );
+        put(
+            &sock,
+            "/balloon",
+            json!({"amount_mib": 0, "deflate_on_oom": true, "stats_polling_interval_s": 1}),
+        );
+        put(
+            &sock,
+            "/vsock",
+            json!({"guest_cid": 3, "uds_path": vsock}),
+        );
+        put(&sock, "/actions", json!({"action_type": "InstanceStart"}));
+        SharedVm {
+            _dir: dir,
+            sock,
+            vsock,
+        }
+    })
+}
+
+/// Runs `args` in the shared guest and returns (exit code, stdout).
+fn exec(args: &[&str]) -> (i32, String) {
+    let out = Command::new(EC1)
+        .arg("exec")
+        .arg("--api-sock")
+        .arg(&vm().sock)
+        .arg("--")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Starts `args` in the shared guest without waiting for it.
+fn exec_bg(args: &[&str]) -> Child {
+    Command::new(EC1)
+        .arg("exec")
+        .arg("--api-sock")
+        .arg(&vm().sock)
+        .arg("--")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded) for a background exec and returns its stdout.
+fn finish(mut child: Child, timeout: Duration) -> String {
+    let status = wait_for(timeout, || child.try_wait().unwrap());
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("a guest program did not finish within {timeout:?}");
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
+fn get_json(sock: &Path, path: &str) -> Value {
+    let (code, body) = http(sock, "GET", path, None);
+    assert_eq!(code, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn entropy_is_readable_and_rate_limited() {
+    let _s = serial();
+    let (code, cur) = exec(&["cat", "/sys/class/misc/hw_random/rng_current"]);
+    assert_eq!(code, 0);
+    assert!(cur.starts_with("virtio_rng"), "{cur}");
+    let (_, n) = exec(&[
+        "sh",
+        "-c",
+        "dd if=/dev/hwrng bs=1024 count=4 2>/dev/null | wc -c",
+    ]);
+    assert_eq!(n.trim(), "4096");
+    // 20 periods' worth: the limit allows at most 1.2 x its rate (plus one period's
+    // burst), however long the command itself takes.
+    let bytes = RNG_BYTES * 20;
+    let t0 = Instant::now();
+    let (code, n) = exec(&[
+        "sh",
+        "-c",
+        &format!(
+            "dd if=/dev/hwrng bs=1000 count={} 2>/dev/null | wc -c",
+            bytes / 1000
+        ),
+    ]);
+    let took = t0.elapsed();
+    assert_eq!(code, 0);
+    assert_eq!(n.trim(), bytes.to_string());
+    let limit_per_s = RNG_BYTES as f64 * 1000.0 / RNG_PERIOD_MS as f64;
+    let rate = (bytes - RNG_BYTES) as f64 / took.as_secs_f64();
+    assert!(
+        rate <= limit_per_s * 1.2,
+        "entropy at {rate:.0} B/s, limited to {limit_per_s:.0} B/s"
+    );
+}
+
+fn qemu_rss_kib(sock: &Path) -> u64 {
+    let needle = sock.to_str().unwrap();
+    let pids: Vec<u32> = processes_matching(needle)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.starts_with("qemu-system"))
+        })
+        .collect();
+    assert_eq!(pids.len(), 1, "one QEMU for {needle}: {pids:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pids[0])).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn balloon_inflation_returns_memory_to_the_host() {
+    let _s = serial();
+    let v = vm();
+    assert_eq!(get_json(&v.sock, "/balloon")["amount_mib"], 0);
+    // Touch most of the guest's RAM, then free it inside the guest: the host keeps it
+    // until the balloon takes it back.
+    let (code, _) = exec(&[
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=160 2>/dev/null; rm /tmp/fill",
+    ]);
+    assert_eq!(code, 0);
+    let before = qemu_rss_kib(&v.sock);
+    let (code, body) = http(&v.sock, "PATCH", "/balloon", Some(r#"{"amount_mib":150}"#));
+    assert_eq!(code, 204, "{body}");
+    let stats = wait_for(Duration::from_secs(60), || {
+        let s = get_json(&v.sock, "/balloon/statistics");
+        (s["actual_mib"].as_u64()? >= 150).then_some(s)
+    })
+    .expect("the guest did not inflate the balloon");
+    assert_eq!(stats["target_mib"], 150);
+    assert_eq!(stats["target_pages"], 150 * 256);
+    assert!(stats["total_memory"].as_u64().unwrap() > 0, "{stats}");
+    let after = qemu_rss_kib(&v.sock);
+    assert!(
+        after + 100 * 1024 < before,
+        "QEMU's RSS went from {before} KiB to {after} KiB"
+    );
+    assert_eq!(get_json(&v.sock, "/balloon")["amount_mib"], 150);
+    // Statistics: the interval can change, not be switched off.
+    let (code, _) = http(
+        &v.sock,
+        "PATCH",
+        "/balloon/statistics",
+        Some(r#"{"stats_polling_interval_s":2}"#),
+    );
+    assert_eq!(code, 204);
+    let (code, body) = http(
+        &v.sock,
+        "PATCH",
+        "/balloon/statistics",
+        Some(r#"{"stats_polling_interval_s":0}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http(&v.sock, "PATCH", "/balloon", Some(r#"{"amount_mib":9999}"#));
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http(&v.sock, "PATCH", "/balloon/hinting/start", None);
+    assert_eq!(code, 400);
+    assert!(body.contains("hinting"), "{body}");
+    let (code, _) = http(&v.sock, "PATCH", "/balloon", Some(r#"{"amount_mib":0}"#));
+    assert_eq!(code, 204);
+    wait_for(Duration::from_secs(60), || {
+        (get_json(&v.sock, "/balloon/statistics")["actual_mib"] == 0).then_some(())
+    })
+    .expect("the balloon did not deflate");
+}
+
+/// Byte `i` of the guest tool's pattern `seed`.
+fn pattern(seed: u8, i: u64) -> u8 {
+    ((i.wrapping_mul(2_654_435_761) >> 7) as u8) ^ seed
+}
+
+/// Connects to guest port `port` through Firecracker's `CONNECT` handshake, retrying
+/// while the guest program starts listening.
+fn connect_guest(port: u32) -> UnixStream {
+    wait_for(Duration::from_secs(30), || {
+        let mut s = UnixStream::connect(&vm().vsock).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(format!("CONNECT {port}\n").as_bytes()).ok()?;
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while s.read(&mut b).ok()? == 1 {
+            line.push(b[0]);
+            if b[0] == b'\n' {
+                break;
+            }
+        }
+        line.starts_with(b"OK ").then_some(s)
+    })
+    .expect("the guest did not accept the vsock connection")
+}
+
+/// Sends `bytes` of pattern 2 while checking `bytes` of pattern 1 arrive; half-closes
+/// after sending (`early_close`) or only once everything arrived.
+fn duplex(s: UnixStream, bytes: u64, early_close: bool) {
+    let mut w = s.try_clone().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let sender = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut sent = 0u64;
+        while sent < bytes {
+            let n = (bytes - sent).min(buf.len() as u64) as usize;
+            for (k, b) in buf[..n].iter_mut().enumerate() {
+                *b = pattern(2, sent + k as u64);
+            }
+            w.write_all(&buf[..n]).unwrap();
+            sent += n as u64;
+        }
+        if !early_close {
+            let _ = done_rx.recv_timeout(Duration::from_secs(120));
+        }
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut r = s;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0u64;
+    loop {
+        let n = r.read(&mut buf).expect("vsock read (stalled?)");
+        if n == 0 {
+            break;
+        }
+        for (k, b) in buf[..n].iter().enumerate() {
+            assert_eq!(
+                *b,
+                pattern(1, got + k as u64),
+                "byte {} differs",
+                got + k as u64
+            );
+        }
+        got += n as u64;
+        if got == bytes {
+            let _ = done_tx.send(());
+        }
+    }
+    sender.join().unwrap();
+    assert_eq!(got, bytes);
+}
+
+#[test]
+fn vsock_host_to_guest_echo_many_connections_and_half_close() {
+    let _s = serial();
+    let echo = exec_bg(&[VSOCK_TOOL_GUEST_PATH, "echo", "5000"]);
+    let mut s = connect_guest(5000);
+    let mut rtts = Vec::new();
+    for i in 0..200u32 {
+        let msg = [i as u8; 64];
+        let t0 = Instant::now();
+        s.write_all(&msg).unwrap();
+        let mut back = [0u8; 64];
+        s.read_exact(&mut back).unwrap();
+        rtts.push(t0.elapsed());
+        assert_eq!(back, msg);
+    }
+    rtts.sort();
+    eprintln!(
+        "vsock 64-byte round trip: median {:?}",
+        rtts[rtts.len() / 2]
+    );
+    // Half-close: the echo finishes what it has, then closes its side.
+    s.write_all(b"last words").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"last words");
+    // Many connections at once, each with its own data.
+    let conns: Vec<UnixStream> = (0..32).map(|_| connect_guest(5000)).collect();
+    let workers: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            std::thread::spawn(move || {
+                let data: Vec<u8> = (0..100_000u32).map(|k| (k as u8) ^ (i as u8)).collect();
+                let mut w = c.try_clone().unwrap();
+                let d2 = data.clone();
+                let t = std::thread::spawn(move || {
+                    w.write_all(&d2).unwrap();
+                    w.shutdown(std::net::Shutdown::Write).unwrap();
+                });
+                let mut back = Vec::new();
+                c.read_to_end(&mut back).unwrap();
+                t.join().unwrap();
+                assert!(back == data, "connection {i} came back altered");
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let mut echo = echo;
+    let _ = echo.kill();
+    let _ = echo.wait();
+}
+
+#[test]
+fn vsock_full_duplex_64_mib_both_ways() {
+    let _s = serial();
+    const BYTES: u64 = 64 << 20;
+    for round in 0..3u32 {
+        let port = 6000 + round;
+        let g = exec_bg(&[
+            VSOCK_TOOL_GUEST_PATH,
+            "duplex-serve",
+            &port.to_string(),
+            &BYTES.to_string(),
+        ]);
+        let t0 = Instant::now();
+        // The last round half-closes right after sending: the guest may keep sending.
+        duplex(connect_guest(port), BYTES, round == 2);
+        eprintln!("host->guest duplex round {round}: {:?}", t0.elapsed());
+        assert_eq!(
+            finish(g, Duration::from_secs(60)).trim(),
+            format!("OK {BYTES}")
+        );
+    }
+    // Guest to host: a listener on `<uds_path>_<port>`.
+    let path = PathBuf::from(format!("{}_7000", vm().vsock.display()));
+    let l = UnixListener::bind(&path).unwrap();
+    let g = exec_bg(&[
+        VSOCK_TOOL_GUEST_PATH,
+        "duplex-dial",
+        "2",
+        "7000",
+        &BYTES.to_string(),
+    ]);
+    l.set_nonblocking(true).unwrap();
+    let (s, _) = wait_for(Duration::from_secs(30), || l.accept().ok())
+        .expect("the guest did not connect to the host listener");
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    duplex(s, BYTES, false);
+    assert_eq!(
+        finish(g, Duration::from_secs(60)).trim(),
+        format!("OK {BYTES}")
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn vsock_vanishing_peers_end_connections() {
+    let _s = serial();
+    // A guest that sends and exits: the host gets the data, then end of file.
+    let path = PathBuf::from(format!("{}_7100", vm().vsock.display()));
+    let l = UnixListener::bind(&path).unwrap();
+    let g = exec_bg(&[VSOCK_TOOL_GUEST_PATH, "send-dial", "2", "7100", "300000"]);
+    l.set_nonblocking(true).unwrap();
+    let (mut s, _) = wait_for(Duration::from_secs(30), || l.accept().ok()).unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), 300_000);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == pattern(1, i as u64)));
+    assert_eq!(finish(g, Duration::from_secs(30)).trim(), "SENT");
+    std::fs::remove_file(&path).unwrap();
+    // A host that vanishes mid-transfer: the guest's program fails instead of hanging.
+    let g = exec_bg(&[VSOCK_TOOL_GUEST_PATH, "duplex-serve", "7200", "100000000"]);
+    let mut s = connect_guest(7200);
+    let mut buf = [0u8; 4096];
+    s.read_exact(&mut buf).unwrap();
+    drop(s);
+    let out = finish(g, Duration::from_secs(60));
+    assert!(out.starts_with("BAD"), "{out}");
+    // The device still works afterwards.
+    let echo = exec_bg(&[VSOCK_TOOL_GUEST_PATH, "echo", "7300"]);
+    let mut s = connect_guest(7300);
+    s.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here");
+    let mut echo = echo;
+    let _ = echo.kill();
+    let _ = echo.wait();
+}
+
+/// A fresh ec1 with an API socket and nothing configured.
+struct Fresh {
+    _dir: tempfile::TempDir,
+    sock: PathBuf,
+    child: Child,
+}
+
+impl Fresh {
+    fn new(prefix: &str) -> Fresh {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        let sock = dir.path().join("fc.sock");
+        let child = Command::new(EC1)
+            .args(["--api-sock"])
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(Duration::from_secs(10), || sock.exists().then_some(()))
+            .expect("ec1 did not create its API socket");
+        Fresh {
+            _dir: dir,
+            sock,
+            child,
+        }
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn bad_device_configurations_are_refused_and_change_nothing() {
+    let f = Fresh::new("ec1-devbad");
+    let config = || get_json(&f.sock, "/vm/config");
+    let before = config();
+    let bad = |path: &str, body: &str, needle: &str| {
+        let (code, resp) = http(&f.sock, "PUT", path, Some(body));
+        assert_eq!(code, 400, "PUT {path} {body}: {resp}");
+        assert!(resp.contains(needle), "PUT {path}: {resp} lacks {needle:?}");
+    };
+    bad(
+        "/network-interfaces/eth0",
+        r#"{"iface_id":"eth0","host_dev_name":"ec1nosuch0"}"#,
+        "ip tuntap add",
+    );
+    bad(
+        "/network-interfaces/eth0",
+        r#"{"iface_id":"eth0","host_dev_name":"lo"}"#,
+        "not a TAP device",
+    );
+    bad(
+        "/network-interfaces/eth0",
+        r#"{"iface_id":"eth0","host_dev_name":"tap0","guest_mac":"06:00:zz:00:00:01"}"#,
+        "invalid MAC address",
+    );
+    bad(
+        "/vsock",
+        r#"{"guest_cid":3,"uds_path":"/nonexistent/dir/v.sock"}"#,
+        "does not exist",
+    );
+    let existing = f.sock.to_str().unwrap();
+    bad(
+        "/vsock",
+        &format!(r#"{{"guest_cid":3,"uds_path":"{existing}"}}"#),
+        "already exists",
+    );
+    bad(
+        "/vsock",
+        r#"{"guest_cid":1,"uds_path":"/tmp/x.sock"}"#,
+        "reserved",
+    );
+    bad(
+        "/balloon",
+        r#"{"amount_mib":1000,"deflate_on_oom":false}"#,
+        "too large",
+    );
+    bad(
+        "/balloon",
+        r#"{"amount_mib":1,"deflate_on_oom":false,"free_page_hinting":true}"#,
+        "hinting",
+    );
+    bad(
+        "/entropy",
+        r#"{"rate_limiter":{"ops":{"size":10,"refill_time":100}}}"#,
+        "ops",
+    );
+    bad(
+        "/mmds/config",
+        r#"{"network_interfaces":["eth9"]}"#,
+        "does not correspond",
+    );
+    let (code, _) = http(&f.sock, "GET", "/balloon", None);
+    assert_eq!(code, 400, "no balloon was configured");
+    assert_eq!(
+        config(),
+        before,
+        "a refused request changed the configuration"
+    );
+}
+
+/// A network namespace the test creates and deletes, with a TAP device in it.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(name: &str, tap: &str, host_cidr: &str) -> Netns {
+        let run = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().unwrap();
+            assert!(st.success(), "ip {args:?}");
+        };
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
+        run(&["netns", "add", name]);
+        let ns = Netns { name: name.into() };
+        run(&["-n", name, "link", "set", "lo", "up"]);
+        run(&["-n", name, "tuntap", "add", tap, "mode", "tap"]);
+        run(&["-n", name, "addr", "add", host_cidr, "dev", tap]);
+        run(&["-n", name, "link", "set", tap, "up"]);
+        ns
+    }
+
+    /// Runs `f` on a thread that has entered the namespace.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on this (new, dedicated) thread with a namespace descriptor
+            // we own; it changes only this thread's network namespace.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+const HOST: &str = "192.168.241.1";
+const GUEST: &str = "192.168.241.2";
+
+/// A guest with one interface on a TAP device in a namespace of its own.
+struct NetVm {
+    child: Child,
+    sock: PathBuf,
+    _dir: tempfile::TempDir,
+    ns: Netns,
+}
+
+impl NetVm {
+    /// Boots a guest whose `eth0` has `extra` fields (e.g. rate limiters).
+    fn boot(ns_name: &str, extra: Value) -> NetVm {
+        let ns = Netns::new(ns_name, "ec1tap0", "192.168.241.1/30");
+        let dir = tempfile::Builder::new()
+            .prefix("ec1-net")
+            .tempdir()
+            .unwrap();
+        let sock = dir.path().join("fc.sock");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                EC1,
+                "--inject-agent",
+                "--api-sock",
+            ])
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let vm = NetVm {
+            child,
+            sock,
+            _dir: dir,
+            ns,
+        };
+        let sock = &vm.sock;
+        wait_for(Duration::from_secs(10), || sock.exists().then_some(())).expect("no API socket");
+        put(
+            sock,
+            "/boot-source",
+            json!({
+                "kernel_image_path": kernel(),
+                "boot_args": format!("console=ttyS0 reboot=k panic=1 quiet ip={GUEST}::{HOST}:255.255.255.252::eth0:off")
+            }),
+        );
+        put(
+            sock,
+            "/machine-config",
+            json!({"vcpu_count": 2, "mem_size_mib": 256}),
+        );
+        let mut iface = json!({"iface_id": "eth0", "host_dev_name": "ec1tap0", "guest_mac": "06:00:c0:a8:f1:02"});
+        for (k, v) in extra.as_object().unwrap() {
+            iface[k] = v.clone();
+        }
+        put(sock, "/network-interfaces/eth0", iface);
+        // The same TAP device for a second interface: refused, nothing changes.
+        let (code, body) = http(
+            sock,
+            "PUT",
+            "/network-interfaces/eth1",
+            Some(r#"{"iface_id":"eth1","host_dev_name":"ec1tap0"}"#),
+        );
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains("already in use"), "{body}");
+        put(sock, "/actions", json!({"action_type": "InstanceStart"}));
+        vm
+    }
+
+    fn exec(&self, args: &[&str]) -> String {
+        let out = Command::new(EC1)
+            .arg("exec")
+            .arg("--api-sock")
+            .arg(&self.sock)
+            .arg("--")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The guest sends `bytes` zero bytes over TCP to a listener in the namespace;
+    /// returns how long the transfer took.
+    fn guest_to_host(&self, bytes: usize) -> Duration {
+        let listener = self
+            .ns
+            .run(|| std::net::TcpListener::bind((HOST, 5555)).unwrap());
+        let receiver = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let t0 = Instant::now();
+            let mut n = 0usize;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match s.read(&mut buf).unwrap() {
+                    0 => return (n, t0.elapsed()),
+                    k => {
+                        assert!(buf[..k].iter().all(|b| *b == 0));
+                        n += k;
+                    }
+                }
+            }
+        });
+        self.exec(&[
+            "sh",
+            "-c",
+            &format!(
+                "dd if=/dev/zero bs=64k count={} 2>/dev/null | nc {HOST} 5555",
+                bytes >> 16
+            ),
+        ]);
+        let (n, took) = receiver.join().unwrap();
+        assert_eq!(n, bytes);
+        took
+    }
+
+    /// The host sends `bytes` over TCP to the guest; returns how long it took.
+    fn host_to_guest(&self, bytes: usize) -> Duration {
+        let nc = Command::new(EC1)
+            .arg("exec")
+            .arg("--api-sock")
+            .arg(&self.sock)
+            .args(["--", "sh", "-c", "nc -l -p 5556 | wc -c"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let took = self.ns.run(move || {
+            let mut s = wait_for(Duration::from_secs(30), || {
+                std::net::TcpStream::connect((GUEST, 5556)).ok()
+            })
+            .expect("the guest did not listen");
+            let t0 = Instant::now();
+            let chunk = vec![7u8; 1 << 16];
+            for _ in 0..bytes >> 16 {
+                s.write_all(&chunk).unwrap();
+            }
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let _ = s.read(&mut [0u8; 1]);
+            t0.elapsed()
+        });
+        let out = nc.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            bytes.to_string()
+        );
+        took
+    }
+
+    fn ping(&self) {
+        let ping = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns.name,
+                "busybox",
+                "ping",
+                "-c",
+                "3",
+                "-W",
+                "5",
+                GUEST,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            ping.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
+    }
+}
+
+impl Drop for NetVm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn network_interface_on_a_tap_ping_and_tcp() {
+    let vm = NetVm::boot("ec1test-net", json!({}));
+    let cfg = get_json(&vm.sock, "/vm/config");
+    assert_eq!(cfg["network-interfaces"].as_array().unwrap().len(), 1);
+    let mac = vm.exec(&["cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(mac.trim(), "06:00:c0:a8:f1:02");
+    vm.ping();
+    let up = vm.guest_to_host(8 << 20);
+    let down = vm.host_to_guest(8 << 20);
+    eprintln!("direct TAP, TCP 8 MiB: guest->host {up:?}, host->guest {down:?}");
+    // This interface booted without limiters: QEMU owns its TAP device, so none can be
+    // added now.
+    let (code, body) = http(
+        &vm.sock,
+        "PATCH",
+        "/network-interfaces/eth0",
+        Some(
+            r#"{"iface_id":"eth0","rx_rate_limiter":{"bandwidth":{"size":1000,"refill_time":100}}}"#,
+        ),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("booted without one"), "{body}");
+    let (code, _) = http(
+        &vm.sock,
+        "PATCH",
+        "/network-interfaces/eth9",
+        Some(r#"{"iface_id":"eth9"}"#),
+    );
+    assert_eq!(code, 400);
+}
+
+#[test]
+fn network_rate_limiters_hold_and_can_be_patched() {
+    // 1 MiB/s each way; a bucket's worth passes at once.
+    const LIMIT: u64 = 1 << 20;
+    let limit = json!({"bandwidth": {"size": LIMIT, "refill_time": 1000}});
+    let vm = NetVm::boot(
+        "ec1test-netrl",
+        json!({"rx_rate_limiter": limit, "tx_rate_limiter": limit}),
+    );
+    vm.ping();
+    let bytes = 4 << 20;
+    let expect_at_least = |took: Duration, dir: &str| {
+        let rate = (bytes as u64 - LIMIT) as f64 / took.as_secs_f64();
+        assert!(
+            rate <= LIMIT as f64 * 1.2,
+            "{dir}: {rate:.0} B/s through a {LIMIT} B/s limiter"
+        );
+    };
+    let up = vm.guest_to_host(bytes);
+    expect_at_least(up, "guest->host");
+    let down = vm.host_to_guest(bytes);
+    expect_at_least(down, "host->guest");
+    eprintln!("limited to 1 MiB/s, TCP 4 MiB: guest->host {up:?}, host->guest {down:?}");
+    // Lifting both limits on the running guest.
+    let (code, body) = http(
+        &vm.sock,
+        "PATCH",
+        "/network-interfaces/eth0",
+        Some(r#"{"iface_id":"eth0","rx_rate_limiter":{},"tx_rate_limiter":{}}"#),
+    );
+    assert_eq!(code, 204, "{body}");
+    let up = vm.guest_to_host(8 << 20);
+    let down = vm.host_to_guest(8 << 20);
+    eprintln!("relay without limits, TCP 8 MiB: guest->host {up:?}, host->guest {down:?}");
+    let cfg = get_json(&vm.sock, "/vm/config");
+    assert_eq!(cfg["network-interfaces"][0]["rx_rate_limiter"], json!({}));
+}
