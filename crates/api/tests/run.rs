@@ -108,8 +108,8 @@ fn config_file_errors_start_no_engine() {
             "`machine-config`: Machine config error: The number of vCPUs",
         ),
         (
-            &format!(r#"{{"boot-source": {{"kernel_image_path": "{k}"}}, "vsock": {{"guest_cid": 3, "uds_path": "/v"}}}}"#),
-            "`vsock`: The requested operation is not supported: vsock devices are not supported yet by ec1's fake engine",
+            &format!(r#"{{"boot-source": {{"kernel_image_path": "{k}"}}, "vsock": {{"guest_cid": 3, "uds_path": "/nonexistent/dir/v.sock"}}}}"#),
+            "`vsock`: Vsock config error: Cannot create backend for vsock device: the directory /nonexistent/dir of uds_path does not exist.",
         ),
         (
             &format!(r#"{{"boot-source": {{"kernel_image_path": "{k}"}}, "drives": [{{"drive_id": "a-b", "is_root_device": false, "path_on_host": "{k}"}}]}}"#),

@@ -24,12 +24,6 @@ pub enum BenchError {
     },
     #[error("HTTP: {0}")]
     Http(#[from] crate::http::HttpError),
-    #[error(
-        "templates are not available yet on this engine ({engine}): {why}. \
-         The template scenario measures restore → `true` and needs snapshot support \
-         in the engine and a boot-template API in ec1-sandbox"
-    )]
-    TemplatesUnavailable { engine: String, why: String },
     #[error("{what} did not happen within {waited_ms} ms{}", hint_suffix(.hint))]
     Timeout {
         what: String,
@@ -76,13 +70,6 @@ mod tests {
 
     #[test]
     fn messages_say_what_to_do() {
-        let e = BenchError::TemplatesUnavailable {
-            engine: "qemu-tcg".into(),
-            why: "it reports no snapshot support".into(),
-        };
-        assert!(e
-            .to_string()
-            .starts_with("templates are not available yet on this engine (qemu-tcg)"));
         let e = BenchError::Timeout {
             what: "the API socket".into(),
             waited_ms: 10,

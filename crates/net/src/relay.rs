@@ -214,10 +214,10 @@ impl Pump {
                 self.qemu_full = false;
             }
             if fds[1].revents != 0 {
-                self.from_tap(&mut buf);
+                self.pump_tap(&mut buf);
             }
             if fds[2].revents & (libc::POLLIN | libc::POLLERR) != 0 {
-                self.from_qemu(&mut buf);
+                self.pump_qemu(&mut buf);
             }
         }
     }
@@ -238,19 +238,19 @@ impl Pump {
     fn retry_held(&mut self, now: Instant) {
         if self.rx_until.is_some_and(|t| t <= now) || (self.rx_until.is_none() && !self.qemu_full) {
             if let Some(f) = self.rx_held.take() {
-                self.to_guest(f, now);
+                self.send_guest(f, now);
             }
         }
         if self.tx_until.is_none_or(|t| t <= now) {
             if let Some(f) = self.tx_held.take() {
-                self.to_tap(f, now);
+                self.send_tap(f, now);
             }
         }
     }
 
     /// Sends a frame to the guest if its limiter and QEMU's queue allow; holds it
     /// otherwise. Returns whether it left.
-    fn to_guest(&mut self, frame: Vec<u8>, now: Instant) -> bool {
+    fn send_guest(&mut self, frame: Vec<u8>, now: Instant) -> bool {
         if let Err(wait) = self.rx.admit(frame.len(), now) {
             self.rx_until = Some(now + wait);
             self.rx_held = Some(frame);
@@ -280,7 +280,7 @@ impl Pump {
         }
     }
 
-    fn to_tap(&mut self, frame: Vec<u8>, now: Instant) -> bool {
+    fn send_tap(&mut self, frame: Vec<u8>, now: Instant) -> bool {
         if let Err(wait) = self.tx.admit(frame.len(), now) {
             self.tx_until = Some(now + wait);
             self.tx_held = Some(frame);
@@ -293,7 +293,7 @@ impl Pump {
         true
     }
 
-    fn from_tap(&mut self, buf: &mut [u8]) {
+    fn pump_tap(&mut self, buf: &mut [u8]) {
         for _ in 0..BATCH {
             if self.rx_held.is_some() {
                 return;
@@ -301,7 +301,7 @@ impl Pump {
             match self.tap.read(buf) {
                 Ok(n) => {
                     let now = Instant::now();
-                    if !self.to_guest(buf[..n].to_vec(), now) {
+                    if !self.send_guest(buf[..n].to_vec(), now) {
                         return;
                     }
                 }
@@ -311,7 +311,7 @@ impl Pump {
         }
     }
 
-    fn from_qemu(&mut self, buf: &mut [u8]) {
+    fn pump_qemu(&mut self, buf: &mut [u8]) {
         for _ in 0..BATCH {
             if self.tx_held.is_some() {
                 return;
@@ -319,7 +319,7 @@ impl Pump {
             match self.sock.recv(buf) {
                 Ok(n) => {
                     let now = Instant::now();
-                    if !self.to_tap(buf[..n].to_vec(), now) {
+                    if !self.send_tap(buf[..n].to_vec(), now) {
                         return;
                     }
                 }
