@@ -132,3 +132,100 @@ pub trait Engine: Send + Sync {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// An engine with only the required methods: everything optional must say
+    /// "unsupported" with the engine's name, never pretend to work.
+    struct Minimal;
+
+    impl Engine for Minimal {
+        fn name(&self) -> &str {
+            "minimal"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        fn start(&self, _: &VmSpec, _: EventSink) -> Result<(), EngineError> {
+            Ok(())
+        }
+        fn pause(&self) -> Result<(), EngineError> {
+            Ok(())
+        }
+        fn resume(&self) -> Result<(), EngineError> {
+            Ok(())
+        }
+        fn send_ctrl_alt_del(&self) -> Result<(), EngineError> {
+            Ok(())
+        }
+        fn stop(&self) -> Result<(), EngineError> {
+            Ok(())
+        }
+        fn wait(&self, _: Option<Duration>) -> Result<Option<ExitReason>, EngineError> {
+            Ok(None)
+        }
+    }
+
+    fn assert_unsupported<T: std::fmt::Debug>(r: Result<T, EngineError>, what: &str) {
+        match r {
+            Err(EngineError::Unsupported { engine, what: w }) => {
+                assert_eq!(engine, "minimal");
+                assert!(w.contains(what), "{w:?} should name {what:?}");
+            }
+            other => panic!("expected Unsupported for {what}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn optional_operations_default_to_unsupported() {
+        let e = Minimal;
+        let spec = VmSpec {
+            id: "t".into(),
+            kernel: PathBuf::from("/k"),
+            initrd: None,
+            cmdline: String::new(),
+            vcpus: 1,
+            smt: false,
+            mem_mib: 128,
+            drives: Vec::new(),
+            serial: SerialOut::Null,
+            agent_socket: None,
+            memory: MemoryBacking::Anonymous,
+            run_dir: PathBuf::from("/tmp"),
+            devices: Default::default(),
+        };
+        let target = SnapshotTarget {
+            state_path: "/s".into(),
+            mem_path: "/m".into(),
+            diff: false,
+        };
+        let source = SnapshotSource {
+            state_path: "/s".into(),
+            mem_path: "/m".into(),
+            resume: true,
+        };
+        assert_unsupported(e.snapshot(&target), "snapshots");
+        assert_unsupported(
+            e.restore(&spec, &source, std::sync::Arc::new(|_| {})),
+            "restore",
+        );
+        let drive = DriveUpdate {
+            id: "d".into(),
+            path: None,
+            rate_limit: None,
+        };
+        assert_unsupported(e.update_drive(&drive), "drive");
+        assert_unsupported(e.set_balloon(1), "balloon");
+        assert_unsupported(e.balloon_stats(), "balloon");
+        assert_unsupported(e.set_balloon_stats_interval(1), "balloon");
+        let net = NetUpdate {
+            id: "n".into(),
+            rx_rate_limit: None,
+            tx_rate_limit: None,
+        };
+        assert_unsupported(e.update_net(&net), "");
+    }
+}

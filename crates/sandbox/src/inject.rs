@@ -115,6 +115,154 @@ impl Engine for InjectAgent {
 mod tests {
     use super::*;
 
+    use ec1_engine::{MemoryBacking, SerialOut};
+    use std::sync::Mutex;
+
+    /// Records every call and the spec it was started with.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<&'static str>>,
+        started: Mutex<Option<VmSpec>>,
+    }
+
+    impl Recorder {
+        fn note(&self, c: &'static str) -> Result<(), EngineError> {
+            self.calls.lock().unwrap().push(c);
+            Ok(())
+        }
+    }
+
+    impl Engine for Recorder {
+        fn name(&self) -> &str {
+            "recorder"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                snapshots: true,
+                ..Default::default()
+            }
+        }
+        fn start(&self, spec: &VmSpec, _: EventSink) -> Result<(), EngineError> {
+            *self.started.lock().unwrap() = Some(spec.clone());
+            self.note("start")
+        }
+        fn pause(&self) -> Result<(), EngineError> {
+            self.note("pause")
+        }
+        fn resume(&self) -> Result<(), EngineError> {
+            self.note("resume")
+        }
+        fn send_ctrl_alt_del(&self) -> Result<(), EngineError> {
+            self.note("cad")
+        }
+        fn stop(&self) -> Result<(), EngineError> {
+            self.note("stop")
+        }
+        fn wait(&self, _: Option<Duration>) -> Result<Option<ExitReason>, EngineError> {
+            self.note("wait").map(|_| Some(ExitReason::Stopped))
+        }
+        fn snapshot(&self, _: &SnapshotTarget) -> Result<(), EngineError> {
+            self.note("snapshot")
+        }
+        fn restore(&self, _: &VmSpec, _: &SnapshotSource, _: EventSink) -> Result<(), EngineError> {
+            self.note("restore")
+        }
+        fn update_drive(&self, _: &DriveUpdate) -> Result<(), EngineError> {
+            self.note("drive")
+        }
+        fn set_balloon(&self, _: u32) -> Result<(), EngineError> {
+            self.note("balloon")
+        }
+        fn set_balloon_stats_interval(&self, _: u16) -> Result<(), EngineError> {
+            self.note("interval")
+        }
+        fn update_net(&self, _: &ec1_engine::NetUpdate) -> Result<(), EngineError> {
+            self.note("net")
+        }
+    }
+
+    #[test]
+    fn start_injects_the_agent_and_every_call_reaches_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("fc.sock.agent");
+        std::fs::write(&socket, b"stale").unwrap();
+        let inner = Arc::new(Recorder::default());
+        let e = InjectAgent::new(inner.clone(), socket.clone());
+        assert_eq!(e.name(), "recorder");
+        assert!(e.capabilities().snapshots);
+        let spec = VmSpec {
+            id: "t".into(),
+            kernel: "/k".into(),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+            vcpus: 1,
+            smt: false,
+            mem_mib: 128,
+            drives: Vec::new(),
+            serial: SerialOut::Null,
+            agent_socket: None,
+            memory: MemoryBacking::Anonymous,
+            run_dir: dir.path().into(),
+            devices: Default::default(),
+        };
+        e.start(&spec, Arc::new(|_| {})).unwrap();
+        let started = inner.started.lock().unwrap().clone().unwrap();
+        assert_eq!(started.agent_socket.as_deref(), Some(socket.as_path()));
+        let initrd = started.initrd.expect("the agent initramfs");
+        assert!(initrd.is_file());
+        assert_eq!(started.cmdline, spec.cmdline, "nothing else changes");
+        assert!(
+            !socket.exists(),
+            "a stale socket is removed before the engine listens"
+        );
+
+        e.pause().unwrap();
+        e.resume().unwrap();
+        e.send_ctrl_alt_del().unwrap();
+        assert_eq!(e.wait(None).unwrap(), Some(ExitReason::Stopped));
+        let t = SnapshotTarget {
+            state_path: "/s".into(),
+            mem_path: "/m".into(),
+            diff: false,
+        };
+        e.snapshot(&t).unwrap();
+        let src = SnapshotSource {
+            state_path: "/s".into(),
+            mem_path: "/m".into(),
+            resume: false,
+        };
+        e.restore(&spec, &src, Arc::new(|_| {})).unwrap();
+        e.update_drive(&DriveUpdate {
+            id: "d".into(),
+            path: None,
+            rate_limit: None,
+        })
+        .unwrap();
+        e.set_balloon(4).unwrap();
+        e.set_balloon_stats_interval(1).unwrap();
+        e.update_net(&ec1_engine::NetUpdate {
+            id: "n".into(),
+            rx_rate_limit: None,
+            tx_rate_limit: None,
+        })
+        .unwrap();
+        // Not overridden by the recorder: the engine's own default answer comes through.
+        assert!(matches!(
+            e.balloon_stats(),
+            Err(EngineError::Unsupported { .. })
+        ));
+        std::fs::write(&socket, b"").unwrap();
+        e.stop().unwrap();
+        assert!(!socket.exists(), "stop removes the agent socket");
+        assert_eq!(
+            *inner.calls.lock().unwrap(),
+            [
+                "start", "pause", "resume", "cad", "wait", "snapshot", "restore", "drive",
+                "balloon", "interval", "net", "stop"
+            ]
+        );
+    }
+
     #[test]
     fn agent_socket_sits_beside_the_api_socket() {
         assert_eq!(
