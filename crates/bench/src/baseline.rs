@@ -12,10 +12,10 @@ use crate::error::BenchError;
 use crate::process::{spawn_with_fds, tail_file, terminate};
 use crate::sample::{Run, Stage};
 use ec1_client::{Client, Command};
-use ec1_engine::{detect_accel, EngineError, HostProbe, MemoryBacking, SerialOut, VmSpec};
+use ec1_engine::{detect_accel, EngineError, HostProbe, VmSpec};
 use ec1_engine_qemu::{qemu_args, ArgsContext, QemuEngine, QemuOptions};
 use ec1_guest::initramfs;
-use ec1_sandbox::{SandboxOptions, DEFAULT_BOOT_ARGS};
+use ec1_sandbox::SandboxOptions;
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -35,29 +35,20 @@ pub struct QemuDirect {
     opts: SandboxOptions,
 }
 
-/// The machine ec1's sandbox boots for `opts` in initramfs mode. It mirrors
-/// `ec1_sandbox`'s own (crate-private) translation, which the tests pin.
-pub fn sandbox_spec(opts: &SandboxOptions, kernel: &Path, initrd: &Path, run_dir: &Path) -> VmSpec {
-    let mut cmdline = String::from(DEFAULT_BOOT_ARGS);
-    for a in &opts.extra_boot_args {
-        cmdline.push(' ');
-        cmdline.push_str(a);
-    }
-    VmSpec {
-        id: "ec1-sandbox".into(),
-        kernel: kernel.to_path_buf(),
-        initrd: Some(initrd.to_path_buf()),
-        cmdline,
-        vcpus: opts.vcpus,
-        smt: false,
-        mem_mib: opts.mem_mib,
-        drives: Vec::new(),
-        serial: SerialOut::File(run_dir.join("console.log")),
-        agent_socket: Some(run_dir.join("agent.sock")),
-        memory: MemoryBacking::Anonymous,
-        run_dir: run_dir.to_path_buf(),
-        devices: Default::default(),
-    }
+/// The machine ec1's sandbox boots for `opts`: the sandbox's own translation, so the
+/// baseline cannot drift from what ec1 runs.
+pub fn sandbox_spec(
+    opts: &SandboxOptions,
+    kernel: &Path,
+    initrd: &Path,
+    run_dir: &Path,
+) -> Result<VmSpec, BenchError> {
+    Ok(ec1_sandbox::spec_for(
+        opts,
+        kernel.to_path_buf(),
+        initrd.to_path_buf(),
+        run_dir,
+    )?)
 }
 
 /// `args` without the `-S` flag (start the vCPUs at once).
@@ -93,7 +84,7 @@ impl QemuDirect {
         qmp_fd: i32,
         boot_timer_fd: i32,
     ) -> Result<Vec<OsString>, BenchError> {
-        let spec = sandbox_spec(&self.opts, &self.kernel, &self.initrd, run_dir);
+        let spec = sandbox_spec(&self.opts, &self.kernel, &self.initrd, run_dir)?;
         let ctx = ArgsContext {
             qmp_fd,
             boot_timer_fd,
@@ -201,7 +192,8 @@ impl QemuDirect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ec1_engine::Accel;
+    use ec1_engine::{Accel, SerialOut};
+    use ec1_sandbox::DEFAULT_BOOT_ARGS;
 
     #[test]
     fn spec_is_the_sandboxs() {
@@ -209,7 +201,7 @@ mod tests {
             extra_boot_args: vec!["lpj=1".into(), "quiet".into()],
             ..Default::default()
         };
-        let s = sandbox_spec(&opts, Path::new("/k"), Path::new("/i"), Path::new("/run/x"));
+        let s = sandbox_spec(&opts, Path::new("/k"), Path::new("/i"), Path::new("/run/x")).unwrap();
         assert_eq!(s.cmdline, format!("{DEFAULT_BOOT_ARGS} lpj=1 quiet"));
         assert_eq!((s.vcpus, s.mem_mib), (1, 256));
         assert_eq!(s.agent_socket, Some(PathBuf::from("/run/x/agent.sock")));
@@ -254,7 +246,7 @@ mod tests {
     #[test]
     fn only_the_pause_flag_is_dropped() {
         let opts = SandboxOptions::default();
-        let spec = sandbox_spec(&opts, Path::new("/k"), Path::new("/i"), Path::new("/r"));
+        let spec = sandbox_spec(&opts, Path::new("/k"), Path::new("/i"), Path::new("/r")).unwrap();
         let ctx = ArgsContext {
             accel: Accel::Tcg,
             firmware: "/fw".into(),

@@ -282,8 +282,9 @@ pub(crate) fn connect_agent(
     })
 }
 
-/// The machine for `opts`; `run_dir` holds the agent socket and console log.
-pub(crate) fn spec_for(
+/// The machine for `opts`; `run_dir` holds the agent socket and console log. Public so
+/// that a baseline (the benchmark's plain-QEMU run) boots exactly what a sandbox boots.
+pub fn spec_for(
     opts: &SandboxOptions,
     kernel: PathBuf,
     initrd: PathBuf,
