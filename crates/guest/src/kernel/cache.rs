@@ -23,12 +23,15 @@ pub fn cache_root_from(xdg: Option<PathBuf>, home: Option<PathBuf>) -> Option<Pa
     }
 }
 
-/// The cache key of a kernel: the fragment's text, the source package's version and
-/// the recipe version. Any change to one gives a new key, never a stale kernel.
-pub fn kernel_key(fragment: &str, source_version: &str) -> String {
+/// The cache key of a kernel: the fragment's text, the patches' digest, the source
+/// package's version and the recipe version. Any change to one gives a new key, never
+/// a stale kernel.
+pub fn kernel_key(fragment: &str, patches_digest: &str, source_version: &str) -> String {
     let mut h = Sha256::new();
     h.update(format!("ec1-kernel-recipe-{RECIPE_VERSION}\n"));
     h.update(source_version.as_bytes());
+    h.update(b"\n");
+    h.update(patches_digest.as_bytes());
     h.update(b"\n");
     h.update(fragment.as_bytes());
     let digest = h.finalize();
@@ -79,11 +82,12 @@ mod tests {
 
     #[test]
     fn key_changes_with_every_input_and_is_stable() {
-        let a = kernel_key("CONFIG_A=y\n", "6.1.192-2");
-        assert_eq!(a, kernel_key("CONFIG_A=y\n", "6.1.192-2"));
+        let a = kernel_key("CONFIG_A=y\n", "p1", "6.1.192-2");
+        assert_eq!(a, kernel_key("CONFIG_A=y\n", "p1", "6.1.192-2"));
         assert_eq!(a.len(), 16);
-        assert_ne!(a, kernel_key("CONFIG_A=n\n", "6.1.192-2"));
-        assert_ne!(a, kernel_key("CONFIG_A=y\n", "6.1.192-3"));
+        assert_ne!(a, kernel_key("CONFIG_A=n\n", "p1", "6.1.192-2"));
+        assert_ne!(a, kernel_key("CONFIG_A=y\n", "p2", "6.1.192-2"));
+        assert_ne!(a, kernel_key("CONFIG_A=y\n", "p1", "6.1.192-3"));
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! The default guest kernel: Linux 6.1 from Debian's `linux-source-6.1`, configured
-//! as `make tinyconfig` plus ec1's fragment (`kernel/ec1-guest.config`), built once
-//! and cached under [`cache::cache_root`] keyed by the fragment and source versions.
+//! The default guest kernel: Linux 6.1 from Debian's `linux-source-6.1` with ec1's
+//! patches (`kernel/patches/`), configured as `make tinyconfig` plus ec1's fragment
+//! (`kernel/ec1-guest.config`), built once and cached under [`cache::cache_root`]
+//! keyed by the fragment, the patches and the source version.
 
 pub mod cache;
 pub mod fragment;
 mod host;
+pub mod patches;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -28,6 +30,7 @@ pub const BUILD_PACKAGES: &[&str] = &[
     "bc",
     "libelf-dev",
     "xz-utils",
+    "patch",
 ];
 
 /// Why the kernel could not be found or built.
@@ -71,7 +74,10 @@ pub fn expected_paths() -> Result<KernelPaths, KernelError> {
         host::package_version(SOURCE_PACKAGE).ok_or_else(|| KernelError::SourceNotInstalled {
             package: SOURCE_PACKAGE.into(),
         })?;
-    Ok(KernelPaths::new(&cache, &kernel_key(FRAGMENT, &version)))
+    Ok(KernelPaths::new(
+        &cache,
+        &kernel_key(FRAGMENT, &patches::digest(patches::PATCHES), &version),
+    ))
 }
 
 /// The built default kernel, or [`KernelError::NotBuilt`] saying how to build it.
@@ -102,6 +108,7 @@ pub fn build(progress: &mut dyn FnMut(&str)) -> Result<PathBuf, KernelError> {
         return Ok(paths.vmlinux); // another process built it while we waited
     }
     let src = unpack_source(&cache::build_tree(&cache, &version), progress)?;
+    patch_source(&src, progress)?;
     configure(&src, progress)?;
     compile(&src, progress)?;
     install(&src, &paths)?;
@@ -132,6 +139,25 @@ fn unpack_source(tree: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf,
     let _ = std::fs::remove_dir_all(tree);
     std::fs::rename(&partial, tree).map_err(io("moving the unpacked source into place"))?;
     Ok(src)
+}
+
+fn patch_source(src: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), KernelError> {
+    use patches::{TreeState, PATCHES};
+    match patches::tree_state(src, PATCHES) {
+        TreeState::Patched => return Ok(()),
+        TreeState::Pristine => {}
+        TreeState::Stale => {
+            // Another patch set is applied: start again from the tarball.
+            let tree = src.parent().unwrap_or(src).to_path_buf();
+            std::fs::remove_dir_all(&tree).map_err(io("removing the stale build tree"))?;
+            unpack_source(&tree, progress)?;
+        }
+    }
+    progress(&format!(
+        "applying {} patch(es) from kernel/patches",
+        PATCHES.len()
+    ));
+    patches::apply(src, PATCHES)
 }
 
 fn configure(src: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), KernelError> {
