@@ -62,7 +62,15 @@ pub fn apply(src: &Path, patches: &[(&str, &str)]) -> Result<(), KernelError> {
         std::fs::write(&file, text).map_err(io(format!("writing {name}")))?;
         let applied = Command::new("patch")
             .current_dir(src)
-            .args(["-p1", "-R", "--dry-run", "--batch", "--silent", "-i"])
+            .args([
+                "-p1",
+                "-R",
+                "--dry-run",
+                "--force",
+                "--fuzz=0",
+                "--silent",
+                "-i",
+            ])
             .arg(&file)
             .output()
             .is_ok_and(|o| o.status.success());
@@ -70,7 +78,7 @@ pub fn apply(src: &Path, patches: &[(&str, &str)]) -> Result<(), KernelError> {
             run(
                 Command::new("patch")
                     .current_dir(src)
-                    .args(["-p1", "--forward", "--batch", "-i"])
+                    .args(["-p1", "--forward", "--force", "--fuzz=0", "-i"])
                     .arg(&file),
                 &format!("patch -p1 < kernel/patches/{name}"),
             )?;
