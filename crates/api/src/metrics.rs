@@ -494,6 +494,13 @@ impl Metrics {
             root.insert((*group).into(), Value::Object(obj));
         }
         v.counters.clear();
+        // ec1's own group: when each phase of this process last happened, in µs since
+        // the process started (see `ec1_trace`); absent phases have not happened.
+        let phases: Map<String, Value> = ec1_trace::latest()
+            .into_iter()
+            .map(|(name, t_us)| (name.to_string(), json!(t_us)))
+            .collect();
+        root.insert("ec1_phases_us".into(), Value::Object(phases));
         Value::Object(root)
     }
 
@@ -547,6 +554,9 @@ mod tests {
         assert_eq!(s["net"]["tx_count"], 0);
         assert_eq!(s["block"]["read_agg"]["sum_us"], 0);
         assert!(s["utc_timestamp_ms"].as_u64().unwrap() > 0);
+        ec1_trace::event!("test.phase");
+        let s2 = m.snapshot();
+        assert!(s2["ec1_phases_us"]["test.phase"].is_u64(), "{s2}");
         for (g, fields) in SCHEMA {
             for f in *fields {
                 assert!(

@@ -268,6 +268,7 @@ async fn main_loop(
     let _socket = match &opts.api_sock {
         Some(path) => {
             let listener = server::bind(path)?;
+            ec1_trace::event!("api.socket_ready", path = path.display().to_string());
             let guard = Cleanup {
                 path: path.clone(),
                 dir: false,

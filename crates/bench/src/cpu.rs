@@ -115,6 +115,9 @@ mod tests {
         assert_eq!(process_cpu_ns(pid), None);
         // Other tests in this process may run a QEMU of their own at the same time,
         // so the no-child case is checked with a name nothing else uses.
-        assert_eq!(only_child_cpu_ms(std::process::id(), "no-such-program"), None);
+        assert_eq!(
+            only_child_cpu_ms(std::process::id(), "no-such-program"),
+            None
+        );
     }
 }

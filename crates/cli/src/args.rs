@@ -101,6 +101,11 @@ pub struct FirecrackerArgs {
     /// ec1: which engine runs the guest.
     #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
     pub engine: EngineArg,
+    /// ec1: append phase events (process start, API socket ready, each API request,
+    /// engine spawned and ready, guest started, boot signal, teardown, ...) to this file
+    /// as JSON lines, each with `t_us` since the process started.
+    #[arg(long)]
+    pub trace_file: Option<PathBuf>,
 }
 
 /// `--engine`: QEMU with KVM, QEMU with TCG software emulation, or whichever fits.
@@ -149,6 +154,10 @@ pub struct RunArgs {
     /// of this configuration.
     #[arg(long)]
     pub cold: bool,
+    /// Append phase events (engine spawned, guest started, boot signal, agent ready,
+    /// command start and end, restore steps, teardown) to this file as JSON lines.
+    #[arg(long)]
+    pub trace_file: Option<PathBuf>,
     #[command(flatten)]
     pub guest: GuestCommandArgs,
 }

@@ -20,6 +20,7 @@ use clap::Parser;
 
 /// Parses the process arguments, runs the command and returns the exit code.
 pub fn main() -> i32 {
+    ec1_trace::init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -32,6 +33,17 @@ pub fn main() -> i32 {
 }
 
 fn dispatch(cli: Cli) -> i32 {
+    let trace_file = match &cli.command {
+        Some(Command::Run(a)) => a.trace_file.as_ref(),
+        None => cli.vmm.trace_file.as_ref(),
+        _ => None,
+    };
+    if let Some(path) = trace_file {
+        if let Err(e) = ec1_trace::open_file(path) {
+            eprintln!("ec1: cannot open the trace file {}: {e}", path.display());
+            return 1;
+        }
+    }
     match cli.command {
         Some(Command::Kernel { action }) => kernel_cmd::run(action),
         Some(Command::Template { action }) => template_cmd::run(&action),

@@ -101,11 +101,14 @@ fn boots_reports_two_vcpus_and_memory_and_exits_zero_on_reboot() {
     let cfg = case.write_config(&case.config("reboot", 2, 256));
     let log = case.path("fc.log");
     std::fs::write(&log, b"").unwrap(); // Firecracker's logger opens an existing file or FIFO
+    let trace = case.path("trace.jsonl");
     let mut cmd = case.command(&cfg);
     cmd.arg("--boot-timer")
         .arg("--log-path")
         .arg(&log)
-        .args(["--level", "Info"]);
+        .args(["--level", "Info"])
+        .arg("--trace-file")
+        .arg(&trace);
     let out = case.run(cmd, Duration::from_secs(60));
     let stdout = text(&out.stdout);
     assert!(
@@ -146,7 +149,45 @@ fn boots_reports_two_vcpus_and_memory_and_exits_zero_on_reboot() {
     let ms: u64 = words[2].parse().unwrap();
     assert_eq!(us / 1000, ms, "{line}");
     assert!(us > 0);
+    assert_phase_events(&std::fs::read_to_string(&trace).unwrap_or_default());
     case.assert_no_engine_left();
+}
+
+/// The trace of a config-file boot that ends in a guest reboot: each phase once, in
+/// the order they happen, on one clock.
+fn assert_phase_events(trace: &str) {
+    let events: Vec<serde_json::Value> = trace
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let at = |name: &str| -> u64 {
+        let e = events
+            .iter()
+            .find(|e| e["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} event in {names:?}"));
+        e["t_us"].as_u64().unwrap()
+    };
+    let order = [
+        "engine.spawned",
+        "engine.ready",
+        "guest.started",
+        "guest.boot_signal",
+        "vm.exit",
+    ];
+    for pair in order.windows(2) {
+        assert!(
+            at(pair[0]) <= at(pair[1]),
+            "{pair:?} out of order: {names:?}"
+        );
+    }
+    let spawned = events
+        .iter()
+        .find(|e| e["event"] == "engine.spawned")
+        .unwrap();
+    assert!(spawned["pid"].as_u64().unwrap() > 0);
+    assert_eq!(spawned["vm"], "cli_test");
+    assert!(events.iter().all(|e| e["unix_us"].as_u64().unwrap() > 0));
 }
 
 #[test]
@@ -279,4 +320,54 @@ fn malformed_json_and_missing_config_file_are_errors() {
         .unwrap();
     assert!(!out.status.success());
     case.assert_no_engine_left();
+}
+
+#[test]
+fn api_requests_are_traced_with_their_status() {
+    let case = Case::new();
+    let sock = case.path("fc.sock");
+    let trace = case.path("trace.jsonl");
+    let mut child = Command::new(EC1)
+        .arg("--api-sock")
+        .arg(&sock)
+        .arg("--trace-file")
+        .arg(&trace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), || sock.exists().then_some(())).expect("no API socket");
+    assert_eq!(ec1_testkit::http(&sock, "GET", "/", None).0, 200);
+    let bad = ec1_testkit::http(&sock, "PUT", "/machine-config", Some("{\"vcpu_count\": 0}"));
+    assert_eq!(bad.0, 400);
+    // SAFETY: kill(2) on the child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_for(Duration::from_secs(10), || child.try_wait().unwrap());
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("ec1 did not end on SIGTERM");
+    }
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "process.start",
+            "api.socket_ready",
+            "api.request",
+            "api.request"
+        ]
+    );
+    assert_eq!(events[2]["method"], "GET");
+    assert_eq!(events[2]["status"], 200);
+    assert_eq!(events[3]["path"], "/machine-config");
+    assert_eq!(events[3]["status"], 400);
+    assert!(events[3]["us"].is_u64());
+    assert!(events[1]["t_us"].as_u64() <= events[2]["t_us"].as_u64());
 }

@@ -188,6 +188,15 @@ impl Client {
                 }
             }
         };
+        // The guest's own clock: when the agent began (the kernel reached /init) and
+        // when it was ready, as the guest's uptime.
+        ec1_trace::event!(
+            "agent.ready",
+            mode = ready.mode.as_str(),
+            guest_agent_start_us = ready.agent_start_ns / 1000,
+            guest_agent_ready_us = ready.agent_ready_ns / 1000,
+            guest_uptime_us = ready.uptime_ns / 1000
+        );
         reader
             .get_ref()
             .set_read_timeout(None)
@@ -475,6 +484,7 @@ impl Inner {
                 }
             }
             Msg::Exited { how, timed_out } => {
+                ec1_trace::event!("exec.end", session = session, how = format!("{how:?}"));
                 self.end_session(session, End::Exited(how, timed_out))
             }
             Msg::UploadDone { bytes } => self.end_session(session, End::UploadDone(bytes)),

@@ -70,6 +70,15 @@ impl Client {
         let s = inner.open_session()?;
         let g = Guard::new(self, s.clone());
         inner.send_msg(s.id, &Msg::Exec(cmd.req.clone()))?;
+        ec1_trace::event!(
+            "exec.start",
+            session = s.id,
+            program = cmd
+                .req
+                .argv
+                .first()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+        );
         let pid = {
             let mut st = s.lock();
             loop {

@@ -36,6 +36,7 @@ pub(crate) fn spawn_reader(
                         let at = Instant::now();
                         for _ in 0..count_signals(&buf[..n]) {
                             log::debug!("guest boot signal");
+                            ec1_trace::event_at!("guest.boot_signal", at);
                             events(EngineEvent::GuestBootSignal { at });
                         }
                     }

@@ -311,6 +311,7 @@ impl QemuEngine {
             on_exit,
         )?;
         let t_spawned = t0.elapsed();
+        ec1_trace::event!("engine.spawned", vm = spec.id.as_str(), pid = child.pid());
 
         let abort = |err: EngineError, died: bool| -> EngineError {
             fail_start(&child, &exit, &last_exit, err, died)
@@ -339,12 +340,14 @@ impl QemuEngine {
             }
         };
         let t_qmp = t0.elapsed();
+        ec1_trace::event!("engine.ready", vm = spec.id.as_str());
         qmp.set_timeout(self.opts.command_timeout);
         if let Some(inc) = incoming {
             if let Err(e) = crate::snapshot::migrate::load_state(&mut qmp, inc) {
                 drop(qmp);
                 return Err(abort(e, false));
             }
+            ec1_trace::event!("snapshot.restore.state_loaded", vm = spec.id.as_str());
         }
         if let Some(b) = &spec.devices.balloon {
             let setup =
@@ -361,6 +364,9 @@ impl QemuEngine {
             drop(qmp);
             let died = e.means_exit();
             return Err(abort(e.into(), died));
+        }
+        if resume {
+            ec1_trace::event!("guest.started", vm = spec.id.as_str());
         }
         log::debug!(
             "QEMU pid {}: spawned in {t_spawned:?}, QMP ready at {t_qmp:?}, running at {:?}",
@@ -473,11 +479,15 @@ impl Engine for QemuEngine {
     }
 
     fn pause(&self) -> Result<(), EngineError> {
-        self.with_qmp(|q| Ok(q.execute(&stop {}).map(drop)?))
+        self.with_qmp(|q| Ok(q.execute(&stop {}).map(drop)?))?;
+        ec1_trace::event!("guest.paused");
+        Ok(())
     }
 
     fn resume(&self) -> Result<(), EngineError> {
-        self.with_qmp(|q| Ok(q.execute(&cont {}).map(drop)?))
+        self.with_qmp(|q| Ok(q.execute(&cont {}).map(drop)?))?;
+        ec1_trace::event!("guest.resumed");
+        Ok(())
     }
 
     fn send_ctrl_alt_del(&self) -> Result<(), EngineError> {
@@ -499,7 +509,11 @@ impl Engine for QemuEngine {
         let Some(vm) = lock(&self.vm).clone() else {
             return Ok(());
         };
-        vm.stop_requested.store(true, Ordering::SeqCst);
+        // Only the first stop of a guest is its teardown; later calls just wait.
+        let first = !vm.stop_requested.swap(true, Ordering::SeqCst);
+        if first {
+            ec1_trace::event!("teardown.start", vm = vm.spec.id.as_str());
+        }
         if vm.child.on_supervisor_thread() {
             // Called from the `Exited` event handler: QEMU is gone and the exit is
             // being announced right now; waiting for it here would wait for ourselves.
@@ -533,6 +547,9 @@ impl Engine for QemuEngine {
             v.stop();
         }
         lock(&vm.nets).stop();
+        if first {
+            ec1_trace::event!("teardown.end", vm = vm.spec.id.as_str());
+        }
         Ok(())
     }
 

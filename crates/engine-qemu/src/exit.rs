@@ -95,6 +95,7 @@ impl ExitCell {
                 return;
             }
             let at = Instant::now();
+            ec1_trace::event_at!("vm.exit", at, reason = format!("{reason:?}"));
             s.pending = Some((reason.clone(), at));
             let due = s.announce && !s.announced;
             s.announced |= due;

@@ -1,6 +1,8 @@
 use crate::{make_engine, BootPath, BootTimings, RestoreTimings, SandboxError};
 use ec1_client::{Client, ConnectOptions, Refresh};
-use ec1_engine::{AccelChoice, CacheType, DriveSpec, Engine, MemoryBacking, SerialOut, VmSpec};
+use ec1_engine::{
+    AccelChoice, CacheType, DriveSpec, Engine, EngineEvent, MemoryBacking, SerialOut, VmSpec,
+};
 use ec1_guest::initramfs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,9 +118,21 @@ impl Sandbox {
             spec.memory = MemoryBacking::File { path, shared: true };
         }
         let prepare = t0.elapsed();
+        ec1_trace::event!("sandbox.prepared", ms = prepare.as_secs_f64() * 1000.0);
 
         let t1 = Instant::now();
-        engine.start(&spec, Arc::new(|_| {}))?;
+        let signal = Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let seen = signal.clone();
+        engine.start(
+            &spec,
+            Arc::new(move |e| {
+                if let EngineEvent::GuestBootSignal { at } = e {
+                    seen.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(at);
+                }
+            }),
+        )?;
         let engine_start = t1.elapsed();
 
         let t2 = Instant::now();
@@ -133,6 +147,10 @@ impl Sandbox {
             guest_boot,
             guest_kernel: Duration::from_nanos(ready.agent_start_ns),
             guest_agent_ready: Duration::from_nanos(ready.agent_ready_ns),
+            boot_signal: signal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(|at| at.saturating_duration_since(t2).min(guest_boot)),
             total: prepare + engine_start + guest_boot,
         };
         Ok(Sandbox {
@@ -170,6 +188,7 @@ impl Sandbox {
                 guest_boot: restore.reconnect + restore.refresh,
                 guest_kernel: Duration::ZERO,
                 guest_agent_ready: Duration::ZERO,
+                boot_signal: None,
                 total: restore.total,
             },
             path,

@@ -15,6 +15,10 @@ pub struct BootTimings {
     pub guest_kernel: Duration,
     /// Guest uptime when the agent was ready.
     pub guest_agent_ready: Duration,
+    /// From vCPUs released to the host seeing the agent's boot signal (sent when it is
+    /// ready, just before it answers the host): the guest's boot on the host's clock.
+    /// `None` if the signal had not arrived when the agent's answer did.
+    pub boot_signal: Option<Duration>,
     /// Sum of the host-side phases.
     pub total: Duration,
 }
@@ -169,6 +173,7 @@ mod tests {
             guest_boot: Duration::from_millis(400),
             guest_kernel: Duration::from_millis(350),
             guest_agent_ready: Duration::from_millis(380),
+            boot_signal: None,
             total: Duration::from_millis(431),
         };
         let s = t.to_string();

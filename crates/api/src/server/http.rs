@@ -101,14 +101,39 @@ where
     }
 }
 
-/// Handles one HTTP request against `vmm`.
+/// Handles one HTTP request against `vmm`, and records it as an `api.request` phase
+/// event (method, path, status, time taken).
 pub async fn handle_request<B>(req: Request<B>, vmm: Arc<Vmm>, max_payload: usize) -> ApiResponse
 where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    let t0 = std::time::Instant::now();
     let method = method_name(req.method());
     let path = req.uri().path().to_string();
+    let r = respond(req, method, &path, vmm, max_payload).await;
+    ec1_trace::event!(
+        "api.request",
+        method = method,
+        path = path,
+        status = r.status,
+        us = t0.elapsed().as_micros() as u64
+    );
+    r
+}
+
+async fn respond<B>(
+    req: Request<B>,
+    method: &'static str,
+    path: &str,
+    vmm: Arc<Vmm>,
+    max_payload: usize,
+) -> ApiResponse
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let path = path.to_string();
     let body = match read_body(req, max_payload).await {
         Ok(b) => b,
         Err(e) => {

@@ -3,9 +3,12 @@
 //! The phases add up to the run's wall time. The guest-side split comes from the
 //! agent's readiness announcement (guest `CLOCK_BOOTTIME` when the agent started and
 //! when it was ready): "guest kernel" is the guest's uptime when the agent's `main`
-//! began, "agent init" the agent's own setup, and "host sees ready" what remains of the
-//! host's wait (firmware and early kernel before the guest clock starts, plus getting
-//! the announcement across the channel).
+//! began, "agent init" the agent's own setup. The host's clock splits the rest at the
+//! agent's boot signal (a byte on the engine's boot-timer port, written when the agent
+//! is ready): before it, "unclocked boot" is guest time the guest's clock did not count
+//! (firmware, the kernel's start before its clock runs, timer ticks lost while the
+//! jiffies clock was in use); after it, "agent handshake" is the answer crossing the
+//! channel. Without a signal the whole remainder is "agent handshake".
 
 use crate::error::BenchError;
 use crate::sample::{Run, Stage};
@@ -18,12 +21,13 @@ use std::time::{Duration, Instant};
 pub const QEMU_CPU: &str = "QEMU CPU to ready";
 
 /// Phase names, in order.
-pub const PHASES: [&str; 7] = [
+pub const PHASES: [&str; 8] = [
     "prepare",
     "engine start",
     "guest kernel",
     "agent init",
-    "host sees ready",
+    "unclocked boot",
+    "agent handshake",
     "exec true",
     "teardown",
 ];
@@ -34,14 +38,19 @@ pub const PHASES: [&str; 7] = [
 pub fn phases_of(t: &BootTimings, exec: Duration, teardown: Duration) -> Run {
     let kernel = t.guest_kernel.min(t.guest_boot);
     let ready = t.guest_agent_ready.clamp(kernel, t.guest_boot.max(kernel));
+    let signal = t
+        .boot_signal
+        .unwrap_or(ready)
+        .clamp(ready, t.guest_boot.max(ready));
     Run::default()
         .phase(PHASES[0], Stage::Boot, t.prepare)
         .phase(PHASES[1], Stage::Boot, t.engine_start)
         .phase(PHASES[2], Stage::Boot, kernel)
         .phase(PHASES[3], Stage::Boot, ready - kernel)
-        .phase(PHASES[4], Stage::Boot, t.guest_boot.saturating_sub(ready))
-        .phase(PHASES[5], Stage::Work, exec)
-        .phase(PHASES[6], Stage::Teardown, teardown)
+        .phase(PHASES[4], Stage::Boot, signal - ready)
+        .phase(PHASES[5], Stage::Boot, t.guest_boot.saturating_sub(signal))
+        .phase(PHASES[6], Stage::Work, exec)
+        .phase(PHASES[7], Stage::Teardown, teardown)
 }
 
 /// One cold run.
@@ -91,6 +100,7 @@ mod tests {
             guest_boot: ms(700),
             guest_kernel: ms(600),
             guest_agent_ready: ms(650),
+            boot_signal: Some(ms(690)),
             total: ms(732),
         };
         let r = phases_of(&t, ms(5), ms(8));
@@ -98,7 +108,18 @@ mod tests {
         assert_eq!(names, PHASES);
         assert_eq!(r.phase_ms("guest kernel"), Some(600.0));
         assert_eq!(r.phase_ms("agent init"), Some(50.0));
-        assert_eq!(r.phase_ms("host sees ready"), Some(50.0));
+        assert_eq!(r.phase_ms("unclocked boot"), Some(40.0));
+        assert_eq!(r.phase_ms("agent handshake"), Some(10.0));
+        let no_signal = phases_of(
+            &BootTimings {
+                boot_signal: None,
+                ..t
+            },
+            ms(5),
+            ms(8),
+        );
+        assert_eq!(no_signal.phase_ms("unclocked boot"), Some(0.0));
+        assert_eq!(no_signal.phase_ms("agent handshake"), Some(50.0));
         assert!((r.total_ms() - 745.0).abs() < 1e-9);
         assert!((r.stage_ms(Stage::Boot) - 732.0).abs() < 1e-9);
     }

@@ -99,6 +99,7 @@ impl QemuEngine {
             .as_mut()
             .ok_or_else(|| EngineError::InvalidState("the guest has been stopped".into()))?;
         ensure_paused(qmp)?;
+        ec1_trace::event!("snapshot.create.start", vm = vm.spec.id.as_str());
         let how = copy_memory(&ram, &target.mem_path).map_err(|e| {
             EngineError::io(
                 format!(
@@ -122,6 +123,7 @@ impl QemuEngine {
             let _ = std::fs::remove_file(&tmp);
         }
         written?;
+        ec1_trace::event!("snapshot.create.end", vm = vm.spec.id.as_str());
         log::debug!(
             "snapshot of {} written to {} (memory: {how:?})",
             vm.spec.id,
@@ -143,6 +145,7 @@ impl QemuEngine {
                 "this engine has already started a guest; use a new engine for another".into(),
             ));
         }
+        ec1_trace::event!("snapshot.restore.start", vm = host.id.as_str());
         let snap = SnapshotFile::open(&source.state_path)?;
         let version = self.version.to_string();
         snap.machine.check_engine(self.facts(&version))?;
@@ -178,6 +181,7 @@ impl QemuEngine {
         *slot = Some(vm);
         drop(slot);
         exit.announce();
+        ec1_trace::event!("snapshot.restore.end", vm = host.id.as_str());
         Ok(())
     }
 }
