@@ -101,18 +101,8 @@ fn load_busybox(path: &Path) -> Result<Vec<u8>, InitramfsError> {
 
 /// A file's identity without reading it: path, device, inode, size and mtime.
 fn file_identity(path: &Path) -> Result<String, InitramfsError> {
-    use std::os::unix::fs::MetadataExt;
-    let m =
-        std::fs::metadata(path).map_err(|_| InitramfsError::BusyboxMissing(path.to_path_buf()))?;
-    Ok(format!(
-        "{}:{}:{}:{}:{}.{}",
-        path.display(),
-        m.dev(),
-        m.ino(),
-        m.len(),
-        m.mtime(),
-        m.mtime_nsec()
-    ))
+    crate::identity::file_identity(path)
+        .ok_or_else(|| InitramfsError::BusyboxMissing(path.to_path_buf()))
 }
 
 /// busybox's applets as paths (`busybox --list-full`: `bin/sh`, `usr/bin/awk`, ...).

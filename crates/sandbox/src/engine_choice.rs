@@ -4,12 +4,19 @@ use ec1_engine::{detect_accel, AccelChoice, Engine, EngineError, HostProbe};
 use std::sync::Arc;
 
 /// An engine for `choice` on this host: QEMU with KVM where it is usable hardware
-/// virtualization, QEMU with TCG elsewhere.
+/// virtualization, QEMU with TCG elsewhere. QEMU's version check is remembered under
+/// ec1's cache directory (`qemu/`), so that it is not paid on every boot.
 pub fn make_engine(choice: AccelChoice) -> Result<Arc<dyn Engine>, EngineError> {
-    let accel =
-        detect_accel(choice, &HostProbe::default()).map_err(EngineError::AccelUnavailable)?;
-    let engine = ec1_engine_qemu::QemuEngine::new(accel, ec1_engine_qemu::QemuOptions::default())?;
-    Ok(Arc::new(engine))
+    match ec1_guest::kernel::cache_root() {
+        Some(root) => Ok(make_engine_cached(choice, &root.join("qemu"))?),
+        None => {
+            let accel = detect_accel(choice, &HostProbe::default())
+                .map_err(EngineError::AccelUnavailable)?;
+            let engine =
+                ec1_engine_qemu::QemuEngine::new(accel, ec1_engine_qemu::QemuOptions::default())?;
+            Ok(Arc::new(engine))
+        }
+    }
 }
 
 /// As [`make_engine`], but without running QEMU to check its version when an earlier

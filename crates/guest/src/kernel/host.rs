@@ -1,7 +1,35 @@
 //! The host's package manager and file locks, as the kernel build needs them.
 
 use super::KernelError;
+use sha2::{Digest, Sha256};
+use std::path::Path;
 use std::process::{Command, Stdio};
+
+/// The installed version of the kernel source package, remembered in `cache` by the
+/// identity of the tarball it installs (`dpkg-query` costs ~10 ms per boot; an
+/// upgrade replaces the tarball, which changes its identity).
+pub fn source_version(cache: &Path, package: &str, tarball: &Path) -> Option<String> {
+    let Some(identity) = crate::identity::file_identity(tarball) else {
+        return package_version(package);
+    };
+    let digest = Sha256::digest(identity.as_bytes());
+    let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let file = cache.join("kernel").join(format!("source-version-{name}"));
+    if let Ok(v) = std::fs::read_to_string(&file) {
+        if !v.trim().is_empty() {
+            return Some(v.trim().to_string());
+        }
+    }
+    let version = package_version(package)?;
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    let saved = std::fs::create_dir_all(cache.join("kernel"))
+        .and_then(|()| std::fs::write(&tmp, &version))
+        .and_then(|()| std::fs::rename(&tmp, &file));
+    if saved.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Some(version)
+}
 
 /// The installed version of a Debian package, or `None` if it is not installed.
 pub fn package_version(package: &str) -> Option<String> {
@@ -70,6 +98,58 @@ pub fn ensure_packages(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_version_is_remembered_by_the_tarballs_identity() {
+        let d = tempfile::tempdir().unwrap();
+        let tarball = d.path().join("src.tar.xz");
+        // Not installed and nothing remembered: no version, nothing cached.
+        std::fs::write(&tarball, "v1").unwrap();
+        assert_eq!(
+            source_version(d.path(), "ec1-no-such-package", &tarball),
+            None
+        );
+        assert!(!d.path().join("kernel").exists());
+        // A remembered answer for this tarball is used without asking dpkg.
+        let id = crate::identity::file_identity(&tarball).unwrap();
+        let name: String = Sha256::digest(id.as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::create_dir_all(d.path().join("kernel")).unwrap();
+        std::fs::write(
+            d.path()
+                .join("kernel")
+                .join(format!("source-version-{name}")),
+            "9.9-1",
+        )
+        .unwrap();
+        assert_eq!(
+            source_version(d.path(), "ec1-no-such-package", &tarball).as_deref(),
+            Some("9.9-1")
+        );
+        // A replaced tarball is another identity: asked again.
+        std::fs::write(&tarball, "version two").unwrap();
+        assert_eq!(
+            source_version(d.path(), "ec1-no-such-package", &tarball),
+            None
+        );
+        // An installed package's version is asked once and remembered.
+        let dpkg = package_version("dpkg").expect("dpkg is installed on Debian");
+        assert_eq!(
+            source_version(d.path(), "dpkg", &tarball).as_deref(),
+            Some(&*dpkg)
+        );
+        assert_eq!(
+            std::fs::read_dir(d.path().join("kernel")).unwrap().count(),
+            2
+        );
+        // No tarball at all: the package manager decides.
+        assert_eq!(
+            source_version(d.path(), "ec1-no-such-package", &d.path().join("gone")),
+            None
+        );
+    }
 
     #[test]
     fn dpkg_status_parsing() {

@@ -70,8 +70,8 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> KernelError 
 /// The cached kernel's paths for the installed source version, built or not.
 pub fn expected_paths() -> Result<KernelPaths, KernelError> {
     let cache = cache_root().ok_or(KernelError::NoCacheDir)?;
-    let version =
-        host::package_version(SOURCE_PACKAGE).ok_or_else(|| KernelError::SourceNotInstalled {
+    let version = host::source_version(&cache, SOURCE_PACKAGE, Path::new(SOURCE_TARBALL))
+        .ok_or_else(|| KernelError::SourceNotInstalled {
             package: SOURCE_PACKAGE.into(),
         })?;
     Ok(KernelPaths::new(
