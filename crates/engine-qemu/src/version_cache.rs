@@ -6,7 +6,6 @@
 //! resolved path, device, inode, size and modification time. A replaced or upgraded
 //! binary has another identity and is checked again.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ec1_engine::EngineError;
@@ -26,18 +25,7 @@ pub fn find_in_path(binary: &Path) -> Option<PathBuf> {
 }
 
 /// A stable text naming `path`'s identity (for cache keys), or `None` if it is gone.
-pub fn file_identity(path: &Path) -> Option<String> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(format!(
-        "{}:{}:{}:{}:{}.{}",
-        path.display(),
-        m.dev(),
-        m.ino(),
-        m.len(),
-        m.mtime(),
-        m.mtime_nsec()
-    ))
-}
+pub use ec1_engine::file_identity;
 
 /// The cache file for `identity`.
 fn cache_file(cache_dir: &Path, identity: &str) -> PathBuf {

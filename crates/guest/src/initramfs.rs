@@ -101,7 +101,7 @@ fn load_busybox(path: &Path) -> Result<Vec<u8>, InitramfsError> {
 
 /// A file's identity without reading it: path, device, inode, size and mtime.
 fn file_identity(path: &Path) -> Result<String, InitramfsError> {
-    crate::identity::file_identity(path)
+    ec1_engine::file_identity(path)
         .ok_or_else(|| InitramfsError::BusyboxMissing(path.to_path_buf()))
 }
 

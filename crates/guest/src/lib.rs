@@ -2,7 +2,6 @@
 //! `linux-source-6.1` with ec1's config fragment) and the injected agent initramfs.
 
 pub mod agent;
-pub mod identity;
 pub mod initramfs;
 pub mod kernel;
 pub mod lock;

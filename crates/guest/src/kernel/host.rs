@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 /// identity of the tarball it installs (`dpkg-query` costs ~10 ms per boot; an
 /// upgrade replaces the tarball, which changes its identity).
 pub fn source_version(cache: &Path, package: &str, tarball: &Path) -> Option<String> {
-    let Some(identity) = crate::identity::file_identity(tarball) else {
+    let Some(identity) = ec1_engine::file_identity(tarball) else {
         return package_version(package);
     };
     let digest = Sha256::digest(identity.as_bytes());
@@ -111,7 +111,7 @@ mod tests {
         );
         assert!(!d.path().join("kernel").exists());
         // A remembered answer for this tarball is used without asking dpkg.
-        let id = crate::identity::file_identity(&tarball).unwrap();
+        let id = ec1_engine::file_identity(&tarball).unwrap();
         let name: String = Sha256::digest(id.as_bytes())[..8]
             .iter()
             .map(|b| format!("{b:02x}"))

@@ -1,6 +1,7 @@
-//! A file's identity for cache keys: a file replaced or changed in place (a package
-//! upgrade, a rebuild) gets a new one, so a cache keyed by it never serves stale data,
-//! and checking it costs one `stat` instead of hashing or asking a package manager.
+//! A file's identity for cache keys (the engine binary, a kernel source package, a
+//! busybox): a file replaced or changed in place (a package upgrade, a rebuild) gets a
+//! new one, so a cache keyed by it never serves stale data, and checking it costs one
+//! `stat` instead of hashing the file or asking a package manager.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
