@@ -260,6 +260,30 @@ impl HttpClient {
     }
 }
 
+/// A stand-in API server's side of the exchange, for tests: one request's line and
+/// body from a keep-alive connection.
+#[cfg(test)]
+pub(crate) fn read_test_request(
+    r: &mut std::io::BufReader<std::os::unix::net::UnixStream>,
+) -> (String, Vec<u8>) {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let mut len = 0;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        if let Some(v) = h.strip_prefix("Content-Length: ") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    (line.trim_end().to_string(), body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,22 +350,8 @@ mod tests {
             let mut w = s;
             let mut seen = Vec::new();
             for i in 0..3 {
-                let mut line = String::new();
-                r.read_line(&mut line).unwrap();
-                seen.push(line.trim_end().to_string());
-                let mut len = 0;
-                loop {
-                    let mut h = String::new();
-                    r.read_line(&mut h).unwrap();
-                    if h == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = h.strip_prefix("Content-Length: ") {
-                        len = v.trim().parse().unwrap();
-                    }
-                }
-                let mut body = vec![0; len];
-                r.read_exact(&mut body).unwrap();
+                let (line, _body) = read_test_request(&mut r);
+                seen.push(line);
                 let resp = match i {
                     0 => {
                         "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"state\":\"x\"}".to_string()

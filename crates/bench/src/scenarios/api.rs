@@ -57,7 +57,7 @@ pub fn api_runs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     use std::os::unix::net::UnixListener;
 
     /// A stand-in API server: answers GET with 200 and a body, PUT with 204, after
@@ -73,21 +73,7 @@ mod tests {
             let mut w = s;
             let mut bodies = Vec::new();
             for _ in 0..2 {
-                let mut line = String::new();
-                r.read_line(&mut line).unwrap();
-                let mut len = 0;
-                loop {
-                    let mut h = String::new();
-                    r.read_line(&mut h).unwrap();
-                    if h == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = h.strip_prefix("Content-Length: ") {
-                        len = v.trim().parse().unwrap();
-                    }
-                }
-                let mut body = vec![0; len];
-                r.read_exact(&mut body).unwrap();
+                let (line, body) = crate::http::read_test_request(&mut r);
                 bodies.push(body);
                 let resp: &[u8] = if line.starts_with("GET / ") {
                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
