@@ -716,3 +716,69 @@ fn bad_drive_configurations_are_refused_before_boot_and_change_nothing() {
     assert_eq!(drives.as_array().unwrap().len(), 2);
     stop(&mut child);
 }
+
+/// `make_root_image`'s filesystem as partition 1 (from sector 2048, type 0x83) of an
+/// MBR disk with signature 0x0eaa91a0: the disk Firecracker users describe with
+/// `"partuuid": "0eaa91a0-01"`. The table is written here (as `sfdisk` would with
+/// `label: dos`, `label-id: 0x0eaa91a0`, `2048,,L`), so no partitioning tool is needed.
+fn make_partitioned_root_image(dir: &Path, marker: &str) -> PathBuf {
+    use std::io::{Seek, SeekFrom, Write};
+    let fs = make_root_image(dir, marker);
+    let fs_bytes = std::fs::read(&fs).unwrap();
+    std::fs::remove_file(&fs).unwrap();
+    assert_eq!(fs_bytes.len() % 512, 0);
+    let start: u32 = 2048;
+    let sectors = (fs_bytes.len() / 512) as u32;
+    let mut mbr = [0u8; 512];
+    mbr[440..444].copy_from_slice(&0x0eaa_91a0u32.to_le_bytes());
+    let e = &mut mbr[446..462];
+    e[1..4].copy_from_slice(&[0xfe, 0xff, 0xff]); // CHS: use the LBAs
+    e[4] = 0x83;
+    e[5..8].copy_from_slice(&[0xfe, 0xff, 0xff]);
+    e[8..12].copy_from_slice(&start.to_le_bytes());
+    e[12..16].copy_from_slice(&sectors.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    let img = dir.join("disk.img");
+    let mut f = std::fs::File::create(&img).unwrap();
+    f.write_all(&mbr).unwrap();
+    f.seek(SeekFrom::Start(u64::from(start) * 512)).unwrap();
+    f.write_all(&fs_bytes).unwrap();
+    f.set_len(u64::from(start) * 512 + fs_bytes.len() as u64 + MIB)
+        .unwrap();
+    img
+}
+
+#[test]
+fn root_drive_with_a_partuuid_mounts_that_partition() {
+    let mut vm = OwnVm::new("ec1-drv-partuuid");
+    let img = make_partitioned_root_image(vm.dir.path(), "ec1 partitioned root");
+    let before = sha256(&img);
+    boot(
+        &vm.sock,
+        &[json!({
+            "drive_id": "rootfs",
+            "path_on_host": img,
+            "is_root_device": true,
+            "is_read_only": true,
+            "partuuid": "0eaa91a0-01"
+        })],
+    );
+    let cmdline = sh_ok(&vm.sock, "cat /proc/cmdline");
+    assert!(
+        cmdline.contains("root=PARTUUID=0eaa91a0-01 ro"),
+        "{cmdline}"
+    );
+    // Commands run on the partition (only it has the marker), not in the initramfs.
+    assert_eq!(
+        sh_ok(&vm.sock, "cat /etc/ec1-marker"),
+        "ec1 partitioned root"
+    );
+    let mounts = sh_ok(&vm.sock, "grep ' / ' /proc/mounts");
+    assert!(
+        mounts.starts_with("/dev/vda1 / ext4 ro,"),
+        "root mount: {mounts}"
+    );
+    vm.ctrl_alt_del();
+    assert_eq!(sha256(&img), before, "the read-only root image changed");
+}

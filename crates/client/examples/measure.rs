@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let kernel = std::env::var_os("EC1_KERNEL")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/tmp/kb/linux-source-6.1/vmlinux".into());
+    let kernel = ec1_testkit::kernel();
     let dir = tempfile::tempdir().unwrap();
     let opts = ec1_guest::initramfs::Options::from_env().unwrap();
     let initrd = ec1_guest::initramfs::agent_initramfs(&opts).unwrap();

@@ -343,6 +343,14 @@ impl Inner {
                 *d = Some(why.clone());
             }
         }
+        self.fail_all(|| FailReason::Disconnected(why.clone()));
+        self.pings.lock().unwrap().clear();
+        let _ = self.writer.lock().unwrap().shutdown(Shutdown::Both);
+    }
+
+    /// Ends every open session with `why()` (sessions are taken out of the table
+    /// first, so none is finished while the table is locked).
+    fn fail_all(&self, why: impl Fn() -> FailReason) {
         let all: Vec<_> = self
             .sessions
             .lock()
@@ -351,10 +359,8 @@ impl Inner {
             .map(|(_, s)| s)
             .collect();
         for s in all {
-            s.finish(End::Failed(FailReason::Disconnected(why.clone())));
+            s.finish(End::Failed(why()));
         }
-        self.pings.lock().unwrap().clear();
-        let _ = self.writer.lock().unwrap().shutdown(Shutdown::Both);
     }
 
     fn read_loop(self: Arc<Inner>, mut reader: FrameReader<UnixStream>) {
@@ -451,18 +457,7 @@ impl Inner {
                     let _ = tx.send(());
                 }
             }
-            Msg::Reset { reason } => {
-                let all: Vec<_> = self
-                    .sessions
-                    .lock()
-                    .unwrap()
-                    .drain()
-                    .map(|(_, s)| s)
-                    .collect();
-                for s in all {
-                    s.finish(End::Failed(FailReason::Reset(reason.clone())));
-                }
-            }
+            Msg::Reset { reason } => self.fail_all(|| FailReason::Reset(reason.clone())),
             Msg::Started { pid } => {
                 if let Some(s) = self.session(session) {
                     s.lock().pid = Some(pid);

@@ -1,14 +1,17 @@
 //! Boots real guests in QEMU (TCG) through [`QemuEngine`].
 //!
-//! The guest kernel comes from `$EC1_KERNEL` (CI sets it to `ec1 kernel path`), else
-//! the development build in `/tmp/kb`; without one these tests fail, on purpose. The
-//! guest's `/init` is `tests/fixtures/init.rs`, compiled here as a static binary.
+//! The guest kernel is `ec1_testkit::kernel()` (`$EC1_KERNEL`, else the cached default
+//! kernel `ec1 kernel build` makes); without one these tests fail, on purpose. The
+//! guest's `/init` is the testkit's (`ec1_testkit::test_initramfs()`), told what to do
+//! by `ec1test.action=` on the kernel command line: `probe` reports the guest (and
+//! `/dev/vda`) and reboots; `watch` prints `EC1TEST tick N` every 10 ms and reports
+//! `/dev/vda` again whenever its medium changes.
 //!
 //! Boots are serialised (one VM at a time): the machine has two cores, and pause
 //! timing must not depend on another guest's load.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Cursor};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -20,87 +23,15 @@ use ec1_engine::{
 };
 use ec1_engine_qemu::{qapi, QemuEngine, QemuOptions};
 
-const DEV_KERNEL: &str = "/tmp/kb/linux-source-6.1/vmlinux";
-const MARKER: &str = "EC1-TEST-INIT-STARTED";
+const MARKER: &str = "EC1TEST marker";
 const CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
+/// Report the guest and `/dev/vda`, signal boot, reboot.
+const PROBE: &str = "probe";
+/// Report, signal boot, then tick every 10 ms, watching `/dev/vda` for a new medium.
+const WATCH: &str = "watch";
 /// Bounds every wait for the guest: generous for a loaded 2-core machine.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const HELPER_ENV: &str = "EC1_QEMU_TEST_HELPER_DIR";
-
-fn kernel() -> PathBuf {
-    if let Some(k) = std::env::var_os("EC1_KERNEL") {
-        let k = PathBuf::from(k);
-        assert!(
-            k.is_file(),
-            "EC1_KERNEL={} is not a file: point it at a guest vmlinux (`ec1 kernel path`)",
-            k.display()
-        );
-        return k;
-    }
-    let k = PathBuf::from(DEV_KERNEL);
-    assert!(
-        k.is_file(),
-        "no guest kernel: set EC1_KERNEL to a vmlinux (e.g. EC1_KERNEL=$(ec1 kernel path) after `ec1 kernel build`); {DEV_KERNEL} does not exist either"
-    );
-    k
-}
-
-/// The test initramfs: a newc cpio holding the compiled fixture as `/init`. Built once
-/// per source version into Cargo's test scratch directory.
-fn initramfs() -> PathBuf {
-    static CPIO: OnceLock<PathBuf> = OnceLock::new();
-    CPIO.get_or_init(|| {
-        use std::hash::{Hash, Hasher};
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/init.rs");
-        let code = std::fs::read(&src).expect("reading the init fixture");
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        code.hash(&mut h);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let cpio = dir.join(format!("ec1-test-init-{:016x}.cpio", h.finish()));
-        if cpio.is_file() {
-            return cpio;
-        }
-        let unique = format!("{}-{:?}", std::process::id(), std::thread::current().id())
-            .replace(|c: char| !c.is_ascii_alphanumeric(), "");
-        let bin = dir.join(format!("ec1-test-init-{unique}"));
-        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        let out = Command::new(rustc)
-            .args(["--edition", "2021", "-C", "target-feature=+crt-static"])
-            .args([
-                "-C",
-                "opt-level=s",
-                "-C",
-                "panic=abort",
-                "-C",
-                "strip=symbols",
-            ])
-            .arg("-o")
-            .arg(&bin)
-            .arg(&src)
-            .output()
-            .expect("running rustc");
-        assert!(
-            out.status.success(),
-            "compiling {}: {}",
-            src.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let init = std::fs::read(&bin).expect("reading the compiled init");
-        let _ = std::fs::remove_file(&bin);
-        let tmp = dir.join(format!("ec1-test-init-{unique}.cpio.partial"));
-        let file = std::fs::File::create(&tmp).expect("creating the cpio");
-        let entries = vec![(
-            cpio::NewcBuilder::new("init")
-                .mode(0o755)
-                .set_mode_file_type(cpio::newc::ModeFileType::Regular),
-            Cursor::new(init),
-        )];
-        cpio::write_cpio(entries.into_iter(), file).expect("writing the cpio");
-        std::fs::rename(&tmp, &cpio).expect("moving the cpio into place");
-        cpio
-    })
-    .clone()
-}
 
 /// One VM at a time (see the module docs).
 fn serial_boots() -> MutexGuard<'static, ()> {
@@ -144,17 +75,13 @@ impl Events {
     }
 }
 
-fn spec(dir: &Path, init_args: &str) -> VmSpec {
-    let cmdline = if init_args.is_empty() {
-        CMDLINE.to_string()
-    } else {
-        format!("{CMDLINE} -- {init_args}")
-    };
+/// A 128 MiB, one-vCPU guest whose test init does `action` (see the module docs).
+fn spec(dir: &Path, action: &str) -> VmSpec {
     VmSpec {
         id: "test".into(),
-        kernel: kernel(),
-        initrd: Some(initramfs()),
-        cmdline,
+        kernel: ec1_testkit::kernel(),
+        initrd: Some(ec1_testkit::test_initramfs()),
+        cmdline: format!("{CMDLINE} ec1test.action={action}"),
         vcpus: 1,
         smt: false,
         mem_mib: 128,
@@ -190,11 +117,18 @@ fn wait_for_serial(dir: &Path, needle: &str) {
     );
 }
 
-/// The value after `key=` on the first serial line that starts with it.
-fn serial_value(out: &str, key: &str) -> Option<u64> {
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.trim().parse().ok())
+/// The value after `key=` in the test init's report line (`EC1TEST cpus=.. mem_kib=..
+/// cmdline=..`), looked for before its command line.
+fn report_value(out: &str, key: &str) -> Option<u64> {
+    let line = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("EC1TEST "))
+        .filter(|l| l.starts_with("cpus="))?;
+    let fields = line.split_once(" cmdline=").map_or(line, |(f, _)| f);
+    fields
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
 }
 
 fn image(dir: &Path, name: &str, fill: u8, size: usize) -> PathBuf {
@@ -219,7 +153,7 @@ fn guest_boots_reports_and_shuts_down() {
     let _one = serial_boots();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut s = spec(d, "");
+    let mut s = spec(d, PROBE);
     s.vcpus = 2;
     s.smt = true;
     // Guest RAM in a shared file, as a snapshot template would have it.
@@ -245,14 +179,14 @@ fn guest_boots_reports_and_shuts_down() {
     eprintln!("start() took {started:?}; the guest ran to its reboot in {ended:?}");
     assert_eq!(reason, Some(ExitReason::GuestShutdown), "serial:\n{out}");
     assert!(out.contains(MARKER), "serial:\n{out}");
-    assert_eq!(serial_value(&out, "cpus"), Some(2), "serial:\n{out}");
-    let mem_kb = serial_value(&out, "memtotal_kb").unwrap_or(0);
+    assert_eq!(report_value(&out, "cpus"), Some(2), "serial:\n{out}");
+    let mem_kb = report_value(&out, "mem_kib").unwrap_or(0);
     assert!(
         (100 * 1024..=128 * 1024).contains(&mem_kb),
         "MemTotal {mem_kb} kB for a 128 MiB guest"
     );
     assert!(
-        out.contains("vda=AAAAAAAAAAAAAAAA sectors=2048"),
+        out.contains("EC1TEST vda=AAAAAAAAAAAAAAAA sectors=2048"),
         "serial:\n{out}"
     );
     assert!(
@@ -280,7 +214,7 @@ fn pause_resume_media_change_and_ctrl_alt_del() {
     let _one = serial_boots();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut s = spec(d, "loop");
+    let mut s = spec(d, WATCH);
     s.drives = vec![DriveSpec {
         id: "data".into(),
         path: image(d, "a.img", b'A', 1 << 20),
@@ -307,7 +241,7 @@ fn pause_resume_media_change_and_ctrl_alt_del() {
         d.join("agent.sock").exists(),
         "the agent socket listens once start() returns"
     );
-    wait_for_serial(d, "tick 3");
+    wait_for_serial(d, "EC1TEST tick 3");
 
     // The boot-timer path from the port to the event, whatever the guest kernel can do.
     let before = events.boot_signals();
@@ -366,7 +300,7 @@ fn pause_resume_media_change_and_ctrl_alt_del() {
         rate_limit: None,
     })
     .unwrap();
-    wait_for_serial(d, "vda=BBBBBBBBBBBBBBBB sectors=4096");
+    wait_for_serial(d, "EC1TEST vda=BBBBBBBBBBBBBBBB sectors=4096");
     // And once more, which releases a medium added over QMP.
     let c = image(d, "c.img", b'C', 2 << 20);
     e.update_drive(&DriveUpdate {
@@ -375,7 +309,7 @@ fn pause_resume_media_change_and_ctrl_alt_del() {
         rate_limit: None,
     })
     .unwrap();
-    wait_for_serial(d, "vda=CCCCCCCCCCCCCCCC sectors=4096");
+    wait_for_serial(d, "EC1TEST vda=CCCCCCCCCCCCCCCC sectors=4096");
     let err = e
         .update_drive(&DriveUpdate {
             id: "nope".into(),
@@ -417,7 +351,7 @@ fn stop_ends_a_running_guest() {
     let d = dir.path();
     let events = Events::default();
     let e = engine();
-    e.start(&spec(d, "loop"), events.sink()).unwrap();
+    e.start(&spec(d, WATCH), events.sink()).unwrap();
     let pid = e.qemu_pid().unwrap();
     assert!(process_alive(pid));
     assert_eq!(e.wait(Some(Duration::from_millis(10))).unwrap(), None);
@@ -444,7 +378,7 @@ fn stop_ends_a_running_guest() {
         },
     )
     .unwrap();
-    e.start(&spec(d, "loop"), events.sink()).unwrap();
+    e.start(&spec(d, WATCH), events.sink()).unwrap();
     let pid = e.qemu_pid().unwrap();
     // SAFETY: plain kill(2) on QEMU's pid, which the engine has not reaped (it runs).
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) }, 0);
@@ -484,7 +418,7 @@ fn qemu_killed_from_outside_is_a_crash() {
         };
         let e = Arc::new(engine());
         let _ = me.set(Arc::downgrade(&e));
-        e.start(&spec(dir.path(), "loop"), sink).unwrap();
+        e.start(&spec(dir.path(), WATCH), sink).unwrap();
         let pid = e.qemu_pid().unwrap();
         // SAFETY: plain kill(2) on QEMU's pid, which the engine has not reaped (it runs).
         assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
@@ -517,7 +451,7 @@ fn missing_files_fail_before_anything_is_spawned() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let e = engine();
-    let mut s = spec(d, "");
+    let mut s = spec(d, PROBE);
     s.kernel = d.join("no-vmlinux");
     match e.start(&s, Events::default().sink()) {
         Err(EngineError::File { what, path, .. }) => {
@@ -526,7 +460,7 @@ fn missing_files_fail_before_anything_is_spawned() {
         }
         other => panic!("expected a File error, got {other:?}"),
     }
-    let mut s = spec(d, "");
+    let mut s = spec(d, PROBE);
     s.drives = vec![DriveSpec {
         id: "rootfs".into(),
         path: d.join("no.img"),
@@ -541,7 +475,7 @@ fn missing_files_fail_before_anything_is_spawned() {
             ..
         })
     ));
-    let mut s = spec(d, "");
+    let mut s = spec(d, PROBE);
     s.vcpus = 0;
     assert!(matches!(
         e.start(&s, Events::default().sink()),
@@ -563,7 +497,7 @@ fn qemu_failing_at_startup_reports_its_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let e = engine();
-    let mut s = spec(d, "");
+    let mut s = spec(d, PROBE);
     // A private memory file smaller than the guest RAM: QEMU refuses it at startup.
     std::fs::write(d.join("small.ram"), vec![0u8; 4096]).unwrap();
     s.memory = MemoryBacking::File {
@@ -617,7 +551,7 @@ fn a_broken_qemu_binary_is_reported() {
     assert_eq!(e.version().to_string(), "10.0.0");
     let run = dir.path().join("run");
     std::fs::create_dir(&run).unwrap();
-    match e.start(&spec(&run, ""), Events::default().sink()) {
+    match e.start(&spec(&run, PROBE), Events::default().sink()) {
         Err(EngineError::Crashed { status, stderr }) => {
             assert_eq!(status, "exit status: 7");
             assert_eq!(stderr.trim(), "fake: cannot run");
@@ -648,7 +582,7 @@ fn a_broken_qemu_binary_is_reported() {
         })
         .expect("the hanging QEMU passes the version check");
     let t0 = Instant::now();
-    match e.start(&spec(&run, ""), Events::default().sink()) {
+    match e.start(&spec(&run, PROBE), Events::default().sink()) {
         Err(EngineError::Timeout(d, what)) => {
             assert_eq!(d, Duration::from_millis(300));
             assert!(what.contains("QMP greeting"), "{what}");
@@ -687,7 +621,7 @@ fn engine_reports_its_identity() {
     // The command line can be shown without running anything.
     let dir = tempfile::tempdir().unwrap();
     let args: Vec<OsString> =
-        ec1_engine_qemu::qemu_args(&spec(dir.path(), ""), &e.args_context()).unwrap();
+        ec1_engine_qemu::qemu_args(&spec(dir.path(), PROBE), &e.args_context()).unwrap();
     assert!(args.iter().any(|a| a == "-S"));
     assert!(matches!(
         e.snapshot(&ec1_engine::SnapshotTarget {
@@ -708,7 +642,7 @@ fn helper_hold_a_guest() {
         return;
     };
     let e = engine();
-    let mut s = spec(Path::new(&dir), "loop");
+    let mut s = spec(Path::new(&dir), WATCH);
     s.serial = SerialOut::Stdio;
     e.start(&s, Events::default().sink()).unwrap();
     // Straight to fd 1, where QEMU writes too (the test harness captures `println!`).

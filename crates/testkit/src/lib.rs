@@ -30,6 +30,13 @@ fn artefact_dir() -> PathBuf {
     d
 }
 
+/// A suffix for scratch files that no other process or thread building the same
+/// artefact uses: tests run on several threads and may all find the cache cold.
+fn scratch_suffix() -> String {
+    format!("{}-{:?}", std::process::id(), std::thread::current().id())
+        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "")
+}
+
 fn short_hash(bytes: &[u8]) -> String {
     Sha256::digest(bytes)[..8]
         .iter()
@@ -55,9 +62,9 @@ fn static_binary(name: &str, source: &str) -> PathBuf {
     if out.is_file() {
         return out;
     }
-    let src = artefact_dir().join(format!("{name}-{}.rs", std::process::id()));
+    let src = artefact_dir().join(format!("{name}-{}.rs", scratch_suffix()));
     std::fs::write(&src, source).expect("writing a test program's source");
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = out.with_extension(format!("tmp{}", scratch_suffix()));
     let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
         .args([
             "-C",
@@ -93,7 +100,7 @@ pub fn vsock_tool_initramfs() -> PathBuf {
     let mut w = ec1_guest::initramfs::NewcWriter::new();
     w.dir("opt", 0o755);
     w.file(&VSOCK_TOOL_GUEST_PATH[1..], 0o755, &tool);
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = out.with_extension(format!("tmp{}", scratch_suffix()));
     std::fs::write(&tmp, w.finish()).expect("writing the vsock tool archive");
     std::fs::rename(&tmp, &out).expect("moving the vsock tool archive into place");
     out
@@ -111,7 +118,7 @@ pub fn test_initramfs() -> PathBuf {
     w.dir("dev", 0o755);
     w.char_dev("dev/console", 0o600, 5, 1);
     w.file("init", 0o755, &init);
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = out.with_extension(format!("tmp{}", scratch_suffix()));
     std::fs::write(&tmp, w.finish()).expect("writing the test initramfs");
     std::fs::rename(&tmp, &out).expect("moving the test initramfs into place");
     out

@@ -3,7 +3,7 @@
 //! | key | meaning | default |
 //! | --- | --- | --- |
 //! | `ec1.mode=initramfs\|root\|handoff` | where commands run / who is PID 1 | `root` if a root device is given, else `initramfs` |
-//! | `ec1.root=DEV` (else `root=DEV`) | root drive to mount, e.g. `/dev/vda` | none |
+//! | `ec1.root=DEV` (else `root=DEV`) | root drive to mount, e.g. `/dev/vda`, or `PARTUUID=0eaa91a0-01[/PARTNROFF=n]` (MBR or GPT, see `root::partuuid`) | none |
 //! | `ec1.rootfstype=T` (else `rootfstype=`) | its filesystem type | every type in `/proc/filesystems`, in turn |
 //! | `ec1.rootflags=O` (else `rootflags=`) | mount data, e.g. `discard` | none |
 //! | `ro` / `rw` | mount the root drive read-only / read-write | `ro` unless `rw` |

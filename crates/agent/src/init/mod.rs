@@ -4,6 +4,7 @@ pub mod bootsig;
 pub mod cmdline;
 pub mod mounts;
 pub mod net;
+pub mod partuuid;
 pub mod port;
 pub mod power;
 pub mod root;

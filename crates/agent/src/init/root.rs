@@ -3,6 +3,7 @@
 
 use super::cmdline::BootConfig;
 use super::mounts::mount;
+use super::partuuid;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -10,6 +11,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const NEW_ROOT: &str = "/newroot";
+/// How long the root device (or the disk holding a `PARTUUID=` partition) may take to
+/// appear.
+const ROOT_WAIT: Duration = Duration::from_secs(10);
 
 /// Filesystem types to try when none is given: what the kernel has, block-backed only.
 fn candidate_types(proc_filesystems: &str) -> Vec<String> {
@@ -24,17 +28,9 @@ fn candidate_types(proc_filesystems: &str) -> Vec<String> {
 /// Mounts the root drive on `/newroot`, moves the API filesystems into it and makes it
 /// the root of this process. The image is not written to (read-only unless `rw`).
 pub fn switch_to_root_drive(c: &BootConfig, move_tmp: bool) -> io::Result<()> {
-    let dev = c.root.as_deref().expect("root mode has a device");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !Path::new(dev).exists() {
-        if Instant::now() > deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("root device {dev} did not appear within 10 s"),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let root = c.root.as_deref().expect("root mode has a device");
+    let deadline = Instant::now() + ROOT_WAIT;
+    let dev = &resolve_root(root, deadline)?;
     let _ = std::fs::create_dir_all(NEW_ROOT);
     let flags = if c.read_only { libc::MS_RDONLY } else { 0 };
     let types = match &c.rootfstype {
@@ -89,6 +85,26 @@ pub fn switch_to_root_drive(c: &BootConfig, move_tmp: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// The device node `root` (`/dev/vda` or `PARTUUID=...[/PARTNROFF=n]`) names, once it
+/// exists; an error if it does not by `deadline`.
+fn resolve_root(root: &str, deadline: Instant) -> io::Result<String> {
+    match partuuid::parse_spec(root) {
+        Ok(Some(spec)) => return partuuid::resolve(&spec, deadline),
+        Ok(None) => {}
+        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
+    }
+    while !Path::new(root).exists() {
+        if Instant::now() > deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("root device {root} did not appear within {ROOT_WAIT:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(root.to_string())
+}
+
 /// Checks that `init` can be executed, before anything irrevocable.
 pub fn check_init(init: &str) -> io::Result<()> {
     let c = CString::new(Path::new(init).as_os_str().as_bytes())
@@ -128,6 +144,21 @@ mod tests {
     fn only_block_filesystems_are_tried() {
         let pf = "nodev\tsysfs\nnodev\ttmpfs\n\text4\n\text2\nnodev\tproc\n\tvfat\n";
         assert_eq!(candidate_types(pf), vec!["ext4", "ext2", "vfat"]);
+    }
+
+    #[test]
+    fn malformed_partuuid_roots_fail_at_once() {
+        let start = Instant::now();
+        let e = resolve_root("PARTUUID=not-a-uuid", start + ROOT_WAIT).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("PARTUUID=not-a-uuid"), "{e}");
+        assert!(start.elapsed() < ROOT_WAIT);
+    }
+
+    #[test]
+    fn missing_devices_time_out_with_their_name() {
+        let e = resolve_root("/nonexistent/vdz", Instant::now()).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/vdz"), "{e}");
     }
 
     #[test]

@@ -11,30 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Where the kernel is built during development (the brief's fallback).
-const DEV_KERNEL: &str = "/tmp/kb/linux-source-6.1/vmlinux";
-
-/// The guest kernel: `$EC1_KERNEL`, else the development build, else ec1's cached
-/// kernel. Fails (never skips) with how to get one.
+/// The guest kernel tests boot (`$EC1_KERNEL`, else ec1's cached kernel).
 pub fn kernel() -> PathBuf {
-    if let Some(k) = std::env::var_os("EC1_KERNEL") {
-        let k = PathBuf::from(k);
-        assert!(
-            k.is_file(),
-            "EC1_KERNEL={} is not a file: point it at a guest vmlinux (`ec1 kernel path`)",
-            k.display()
-        );
-        return k;
-    }
-    if Path::new(DEV_KERNEL).is_file() {
-        return DEV_KERNEL.into();
-    }
-    ec1_guest::kernel::path().unwrap_or_else(|e| {
-        panic!(
-            "no guest kernel for the agent tests ({e}): set EC1_KERNEL to a vmlinux, or run \
-             `ec1 kernel build`"
-        )
-    })
+    ec1_testkit::kernel()
 }
 
 /// A booted guest with a connected client.
