@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 /// `lapic_khz` is read by ec1's kernel patch (`kernel/patches/`): QEMU's local APIC
 /// timer counts at 1 GHz under both TCG and KVM, and telling the guest so skips about
 /// 200 ms of timer calibration under TCG. A kernel without the patch passes it on to
-/// `/init`'s environment, which the agent ignores.
+/// `/init`'s environment, which the agent ignores. `noreplace-smp` keeps the `lock`
+/// prefixes that a one-vCPU kernel would otherwise rewrite one by one at boot (~35 ms
+/// of self-patching under TCG; atomics stay correct, a little slower).
 pub const DEFAULT_BOOT_ARGS: &str =
     "console=ttyS0 reboot=k panic=-1 quiet loglevel=0 no_timer_check \
-     i8042.noaux i8042.nomux i8042.dumbkbd lapic_khz=1000000";
+     i8042.noaux i8042.nomux i8042.dumbkbd lapic_khz=1000000 noreplace-smp";
 
 /// Where the agent runs the commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
