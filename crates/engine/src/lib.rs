@@ -9,12 +9,14 @@ mod accel;
 mod devices;
 mod error;
 mod event;
+mod metadata;
 mod spec;
 
 pub use accel::{detect_accel, probe_at, Accel, AccelChoice, HostProbe};
 pub use devices::{BalloonSpec, BalloonStats, Devices, EntropySpec, NetSpec, NetUpdate, VsockSpec};
 pub use error::EngineError;
 pub use event::{EngineEvent, EventSink, ExitReason};
+pub use metadata::{MetadataRequest, MetadataResponse, MetadataService, MetadataSpec};
 pub use spec::{
     CacheType, DriveSpec, DriveUpdate, MemoryBacking, RateLimit, SerialOut, SnapshotSource,
     SnapshotTarget, TokenBucket, VmSpec,
