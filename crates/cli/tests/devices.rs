@@ -1022,3 +1022,83 @@ fn mmds_v2_from_the_guest_tokens_formats_and_latency() {
         "{per_request_us} us per request"
     );
 }
+
+#[test]
+fn mmds_v1_from_a_config_file_needs_no_token() {
+    let ns = Netns::new("ec1test-mmds1", "ec1tap0", "192.168.241.1/30");
+    let dir = tempfile::Builder::new()
+        .prefix("ec1-mmds")
+        .tempdir()
+        .unwrap();
+    let sock = dir.path().join("fc.sock");
+    let config = dir.path().join("vm.json");
+    let metadata = dir.path().join("metadata.json");
+    std::fs::write(&metadata, r#"{"latest":{"meta-data":{"ami-id":"ami-v1"}}}"#).unwrap();
+    std::fs::write(
+        &config,
+        json!({
+            "boot-source": {
+                "kernel_image_path": kernel(),
+                "boot_args": format!("console=ttyS0 reboot=k panic=1 quiet ip={GUEST}::{HOST}:255.255.255.252::eth0:off")
+            },
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 256},
+            "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "ec1tap0"}],
+            "mmds-config": {"network_interfaces": ["eth0"], "ipv4_address": "169.254.170.2",
+                            "imds_compat": true}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            EC1,
+            "--inject-agent",
+            "--api-sock",
+        ])
+        .arg(&sock)
+        .arg("--config-file")
+        .arg(&config)
+        .arg("--metadata")
+        .arg(&metadata)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let vm = NetVm {
+        child,
+        sock,
+        _dir: dir,
+        ns,
+    };
+    wait_for(Duration::from_secs(10), || vm.sock.exists().then_some(())).expect("no API socket");
+    assert_eq!(
+        get_json(&vm.sock, "/vm/config")["mmds-config"],
+        json!({"version": "V1", "network_interfaces": ["eth0"],
+               "ipv4_address": "169.254.170.2", "imds_compat": true})
+    );
+    vm.exec(&["ip", "route", "add", "169.254.170.2", "dev", "eth0"]);
+    // No token in V1; imds_compat answers IMDS text whatever Accept says.
+    let out = vm.exec(&[
+        "sh",
+        "-c",
+        "timeout 20 wget -q -O - --header 'Accept: application/json' http://169.254.170.2/latest/meta-data/",
+    ]);
+    assert_eq!(out, "ami-id");
+    let out = vm.exec(&[
+        "sh",
+        "-c",
+        "timeout 20 wget -q -O - http://169.254.170.2/latest/meta-data/ami-id",
+    ]);
+    assert_eq!(out, "ami-v1");
+    // Other methods: 405.
+    let out = vm.exec(&[
+        "sh",
+        "-c",
+        "printf 'POST / HTTP/1.0\\r\\n\\r\\n' | timeout 20 nc 169.254.170.2 80",
+    ]);
+    assert!(out.starts_with("HTTP/1.0 405 "), "{out:?}");
+}
