@@ -98,6 +98,7 @@ pub fn devices(res: &VmResources) -> Devices {
                 mtu: n.mtu,
                 rx_rate_limit: n.rx_rate_limiter.and_then(|r| r.to_engine()),
                 tx_rate_limit: n.tx_rate_limiter.and_then(|r| r.to_engine()),
+                mmds: None,
             })
             .collect(),
     }

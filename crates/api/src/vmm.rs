@@ -131,7 +131,8 @@ struct Inner {
     engine: Option<Arc<dyn Engine>>,
     /// A boot-specific resource was configured: snapshot load is no longer allowed.
     boot_path: bool,
-    mmds: MmdsStore,
+    /// Shared with the guest's MMDS service once the guest runs.
+    mmds: Arc<Mutex<MmdsStore>>,
 }
 
 /// Where the boot timer measures from.
@@ -153,6 +154,10 @@ pub struct Vmm {
     boot_logged: AtomicBool,
 }
 
+fn lock_store(m: &Mutex<MmdsStore>) -> MutexGuard<'_, MmdsStore> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Maps an engine failure: a capability the engine lacks is "not supported"; anything
 /// else is wrapped by `wrap` with the engine's own message.
 fn engine_err(e: EngineError, wrap: fn(String) -> VmmActionError) -> VmmActionError {
@@ -164,7 +169,7 @@ fn engine_err(e: EngineError, wrap: fn(String) -> VmmActionError) -> VmmActionEr
 
 impl Vmm {
     pub fn new(opts: VmmOptions, logger: Arc<Logger>, metrics: Arc<Metrics>) -> Arc<Vmm> {
-        let mmds = MmdsStore::new(opts.mmds_size_limit);
+        let mmds = Arc::new(Mutex::new(MmdsStore::new(opts.mmds_size_limit)));
         Arc::new(Vmm {
             opts,
             logger,
@@ -247,9 +252,9 @@ impl Vmm {
             )),
             A::GetMachineConfig => Ok(VmmData::Json(json!(inner.resources.machine_config))),
             A::GetFullVmConfig => Ok(VmmData::Json(json!(config_file::export(&inner.resources)))),
-            A::GetMmds => Ok(VmmData::Json(inner.mmds.get())),
-            A::PutMmds(v) => inner.mmds.put(v).and(empty),
-            A::PatchMmds(v) => inner.mmds.patch(v).and(empty),
+            A::GetMmds => Ok(VmmData::Json(lock_store(&inner.mmds).get())),
+            A::PutMmds(v) => lock_store(&inner.mmds).put(v).and(empty),
+            A::PatchMmds(v) => lock_store(&inner.mmds).patch(v).and(empty),
 
             A::StartMicroVm => self.start_microvm(&mut inner).and(empty),
             A::PutBootSource(cfg) => {
@@ -470,9 +475,12 @@ impl Vmm {
     }
 
     fn start_microvm(self: &Arc<Self>, inner: &mut Inner) -> Result<(), VmmActionError> {
-        let spec =
+        let mut spec =
             spec::build_vm_spec(&inner.resources, &self.opts.instance_id, &self.opts.run_dir)
                 .map_err(|e| VmmActionError::StartMicrovm(e.to_string()))?;
+        if let Some(cfg) = &inner.resources.mmds_config {
+            devices::attach_mmds(&mut spec, cfg, &inner.mmds);
+        }
         let engine = (self.opts.engine_factory)(&spec)
             .map_err(|e| engine_err(e, VmmActionError::StartMicrovm))?;
         self.mark_boot_origin();

@@ -1,6 +1,6 @@
 //! Devices behind the Firecracker API on real guests: entropy, balloon, vsock (one
-//! shared VM, driven with `ec1 exec`), network interfaces (a VM in a network namespace
-//! the test creates), and the 400s for bad device configurations.
+//! shared VM, driven with `ec1 exec`), network interfaces and MMDS (a VM in a network
+//! namespace the test creates), and the 400s for bad device configurations.
 //!
 //! Tests that use the shared VM take [`serial`] so that their guest programs and
 //! timings do not overlap.
@@ -644,6 +644,12 @@ struct NetVm {
 impl NetVm {
     /// Boots a guest whose `eth0` has `extra` fields (e.g. rate limiters).
     fn boot(ns_name: &str, extra: Value) -> NetVm {
+        NetVm::boot_with(ns_name, extra, |_| {})
+    }
+
+    /// As [`NetVm::boot`], running `before_start` with the API socket just before
+    /// `InstanceStart`.
+    fn boot_with(ns_name: &str, extra: Value, before_start: impl FnOnce(&Path)) -> NetVm {
         let ns = Netns::new(ns_name, "ec1tap0", "192.168.241.1/30");
         let dir = tempfile::Builder::new()
             .prefix("ec1-net")
@@ -700,6 +706,7 @@ impl NetVm {
         );
         assert_eq!(code, 400, "{body}");
         assert!(body.contains("already in use"), "{body}");
+        before_start(sock);
         put(sock, "/actions", json!({"action_type": "InstanceStart"}));
         vm
     }
@@ -887,4 +894,211 @@ fn network_rate_limiters_hold_and_can_be_patched() {
     eprintln!("relay without limits, TCP 8 MiB: guest->host {up:?}, host->guest {down:?}");
     let cfg = get_json(&vm.sock, "/vm/config");
     assert_eq!(cfg["network-interfaces"][0]["rx_rate_limiter"], json!({}));
+}
+
+/// The body of an HTTP answer printed by `nc` in the guest (after the blank line).
+fn http_body(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+#[test]
+fn mmds_v2_from_the_guest_tokens_formats_and_latency() {
+    let vm = NetVm::boot_with("ec1test-mmds", json!({}), |sock| {
+        put(
+            sock,
+            "/mmds",
+            json!({"latest": {"meta-data": {"ami-id": "ami-0123", "tags": {"role": "test"}}}}),
+        );
+        put(
+            sock,
+            "/mmds/config",
+            json!({"version": "V2", "network_interfaces": ["eth0"]}),
+        );
+    });
+    let cfg = get_json(&vm.sock, "/vm/config");
+    assert_eq!(
+        cfg["mmds-config"],
+        json!({"version": "V2", "network_interfaces": ["eth0"],
+               "ipv4_address": "169.254.169.254", "imds_compat": false})
+    );
+    // The interface still carries the guest's other traffic.
+    vm.ping();
+    vm.exec(&["ip", "route", "add", "169.254.169.254", "dev", "eth0"]);
+    // busybox wget cannot PUT: the token request is written by hand.
+    let put_token = |ttl: u32| {
+        let out = vm.exec(&[
+            "sh",
+            "-c",
+            &format!(
+                "printf 'PUT /latest/api/token HTTP/1.1\\r\\nHost: x\\r\\nX-metadata-token-ttl-seconds: {ttl}\\r\\n\\r\\n' | timeout 20 nc 169.254.169.254 80"
+            ),
+        ]);
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
+        http_body(&out).to_string()
+    };
+    let get_raw = |path: &str, headers: &str| {
+        vm.exec(&[
+            "sh",
+            "-c",
+            &format!(
+                "printf 'GET {path} HTTP/1.1\\r\\nHost: x\\r\\n{headers}\\r\\n' | timeout 20 nc 169.254.169.254 80"
+            ),
+        ])
+    };
+    let token = put_token(60);
+    assert_eq!(token.len(), 64, "{token:?}");
+    let wget = |path: &str, extra: &str| {
+        vm.exec(&[
+            "sh",
+            "-c",
+            &format!(
+                "timeout 20 wget -q -O - --header 'X-metadata-token: {token}' {extra} http://169.254.169.254{path}"
+            ),
+        ])
+    };
+    assert_eq!(wget("/latest/meta-data/ami-id", ""), "ami-0123");
+    assert_eq!(wget("/latest/meta-data/", ""), "ami-id\ntags/");
+    assert_eq!(
+        wget(
+            "/latest/meta-data/tags",
+            "--header 'Accept: application/json'"
+        ),
+        r#"{"role":"test"}"#
+    );
+    let out = get_raw(
+        "/latest/meta-data/nope",
+        &format!("X-metadata-token: {token}\\r\\n"),
+    );
+    assert!(out.starts_with("HTTP/1.1 404 "), "{out:?}");
+    // Without a token, and with a bad one: 401.
+    let out = get_raw("/latest/meta-data/ami-id", "");
+    assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out:?}");
+    assert!(
+        http_body(&out).starts_with("No MMDS token provided."),
+        "{out:?}"
+    );
+    let out = get_raw("/latest/meta-data/ami-id", "X-metadata-token: nope\\r\\n");
+    assert!(out.starts_with("HTTP/1.1 401 "), "{out:?}");
+    // The API's changes are seen by the guest at once.
+    let (code, body) = http(
+        &vm.sock,
+        "PATCH",
+        "/mmds",
+        Some(r#"{"latest":{"meta-data":{"ami-id":"ami-4567"}}}"#),
+    );
+    assert_eq!(code, 204, "{body}");
+    assert_eq!(wget("/latest/meta-data/ami-id", ""), "ami-4567");
+    // A token with a 1 s lifetime: good at once, refused once it has expired.
+    let short = put_token(1);
+    let with_short = format!("X-metadata-token: {short}\\r\\n");
+    let out = get_raw("/latest/meta-data/ami-id", &with_short);
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = get_raw("/latest/meta-data/ami-id", &with_short);
+    assert!(out.starts_with("HTTP/1.1 401 "), "{out:?}");
+    assert_eq!(http_body(&out), "MMDS token not valid.");
+    // Latency: 100 sequential requests timed in the guest (/proc/uptime, 10 ms
+    // resolution: busybox's date has no %N).
+    let out = vm.exec(&[
+        "sh",
+        "-c",
+        &format!(
+            "(cs() {{ read u _ < /proc/uptime; echo ${{u%.*}}${{u#*.}}; }}; t0=$(cs); i=0; while [ $i -lt 100 ]; do wget -q -O /dev/null --header 'X-metadata-token: {token}' http://169.254.169.254/latest/meta-data/ami-id || exit 1; i=$((i+1)); done; t1=$(cs); echo $(( (t1 - t0) * 100 ))) 2>&1"
+        ),
+    ]);
+    let per_request_us: u64 = out.trim().parse().unwrap_or_else(|_| panic!("{out:?}"));
+    // What starting busybox (as wget) 100 times costs on its own.
+    let out = vm.exec(&[
+        "sh",
+        "-c",
+        "cs() { read u _ < /proc/uptime; echo ${u%.*}${u#*.}; }; t0=$(cs); i=0; while [ $i -lt 100 ]; do busybox true; i=$((i+1)); done; t1=$(cs); echo $(( (t1 - t0) * 100 ))",
+    ]);
+    eprintln!(
+        "MMDS from the guest: {per_request_us} us per request (busybox wget, 100 sequential requests; starting busybox alone: {} us)",
+        out.trim()
+    );
+    assert!(
+        per_request_us < 1_000_000,
+        "{per_request_us} us per request"
+    );
+}
+
+#[test]
+fn mmds_v1_from_a_config_file_needs_no_token() {
+    let ns = Netns::new("ec1test-mmds1", "ec1tap0", "192.168.241.1/30");
+    let dir = tempfile::Builder::new()
+        .prefix("ec1-mmds")
+        .tempdir()
+        .unwrap();
+    let sock = dir.path().join("fc.sock");
+    let config = dir.path().join("vm.json");
+    let metadata = dir.path().join("metadata.json");
+    std::fs::write(&metadata, r#"{"latest":{"meta-data":{"ami-id":"ami-v1"}}}"#).unwrap();
+    std::fs::write(
+        &config,
+        json!({
+            "boot-source": {
+                "kernel_image_path": kernel(),
+                "boot_args": format!("console=ttyS0 reboot=k panic=1 quiet ip={GUEST}::{HOST}:255.255.255.252::eth0:off")
+            },
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 256},
+            "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "ec1tap0"}],
+            "mmds-config": {"network_interfaces": ["eth0"], "ipv4_address": "169.254.170.2",
+                            "imds_compat": true}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            EC1,
+            "--inject-agent",
+            "--api-sock",
+        ])
+        .arg(&sock)
+        .arg("--config-file")
+        .arg(&config)
+        .arg("--metadata")
+        .arg(&metadata)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let vm = NetVm {
+        child,
+        sock,
+        _dir: dir,
+        ns,
+    };
+    wait_for(Duration::from_secs(10), || vm.sock.exists().then_some(())).expect("no API socket");
+    assert_eq!(
+        get_json(&vm.sock, "/vm/config")["mmds-config"],
+        json!({"version": "V1", "network_interfaces": ["eth0"],
+               "ipv4_address": "169.254.170.2", "imds_compat": true})
+    );
+    vm.exec(&["ip", "route", "add", "169.254.170.2", "dev", "eth0"]);
+    // No token in V1; imds_compat answers IMDS text whatever Accept says.
+    let out = vm.exec(&[
+        "sh",
+        "-c",
+        "timeout 20 wget -q -O - --header 'Accept: application/json' http://169.254.170.2/latest/meta-data/",
+    ]);
+    assert_eq!(out, "ami-id");
+    let out = vm.exec(&[
+        "sh",
+        "-c",
+        "timeout 20 wget -q -O - http://169.254.170.2/latest/meta-data/ami-id",
+    ]);
+    assert_eq!(out, "ami-v1");
+    // Other methods: 405.
+    let out = vm.exec(&[
+        "sh",
+        "-c",
+        "printf 'POST / HTTP/1.0\\r\\n\\r\\n' | timeout 20 nc 169.254.170.2 80",
+    ]);
+    assert!(out.starts_with("HTTP/1.0 405 "), "{out:?}");
 }

@@ -213,10 +213,10 @@ fn mac_string(m: &[u8; 6]) -> String {
 }
 
 /// Whether interface `n` goes through ec1's frame relay (QEMU has no per-interface
-/// throttle) instead of QEMU opening the TAP device itself (which keeps the TAP
+/// throttle, and MMDS answers from within the relay) instead of QEMU opening the TAP device itself (which keeps the TAP
 /// device's checksum and segmentation offloads).
 pub(crate) fn net_uses_relay(n: &NetSpec) -> bool {
-    n.rx_rate_limit.is_some() || n.tx_rate_limit.is_some()
+    n.rx_rate_limit.is_some() || n.tx_rate_limit.is_some() || n.mmds.is_some()
 }
 
 /// The Unix datagram sockets of relayed interface `index`: (ec1's, QEMU's).
@@ -373,6 +373,7 @@ mod tests {
             mtu: None,
             rx_rate_limit: None,
             tx_rate_limit: None,
+            mmds: None,
         }
     }
 
@@ -457,6 +458,18 @@ mod tests {
         n.tx_rate_limit = Some(RateLimit::default());
         assert!(net_uses_relay(&n));
         assert!(!net_uses_relay(&net("eth1", "tap1")));
+        struct NoService;
+        impl ec1_engine::MetadataService for NoService {
+            fn answer(&self, _: &ec1_engine::MetadataRequest) -> ec1_engine::MetadataResponse {
+                ec1_engine::MetadataResponse::text(404, "")
+            }
+        }
+        let mut m = net("eth2", "tap2");
+        m.mmds = Some(ec1_engine::MetadataSpec {
+            ipv4: std::net::Ipv4Addr::new(169, 254, 169, 254),
+            service: std::sync::Arc::new(NoService),
+        });
+        assert!(net_uses_relay(&m), "an MMDS interface is relayed");
         s.devices.nets = vec![n];
         check_devices(&s).unwrap();
         assert_eq!(

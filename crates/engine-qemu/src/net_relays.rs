@@ -1,5 +1,5 @@
 //! The frame relays (`ec1-net`) of a guest's network interfaces that have rate
-//! limiters: started before QEMU (which connects to them), updated by
+//! limiters or serve MMDS: started before QEMU (which connects to them), updated by
 //! `PATCH /network-interfaces`, stopped after QEMU.
 
 use std::os::unix::net::UnixDatagram;
@@ -34,13 +34,21 @@ impl NetRelays {
                 ec1_net::open_tap(&n.tap).map_err(|e| EngineError::InvalidSpec(e.to_string()))?;
             let sock = UnixDatagram::bind(&ours)
                 .map_err(|e| EngineError::io(format!("creating {}", ours.display()), e))?;
-            let relay = Relay::start(&n.id, tap, sock, &qemu, n.rx_rate_limit, n.tx_rate_limit)
-                .map_err(|e| {
-                    EngineError::io(
-                        format!("starting the frame relay of interface {}", n.id),
-                        std::io::Error::other(e.to_string()),
-                    )
-                })?;
+            let relay = Relay::start(
+                &n.id,
+                tap,
+                sock,
+                &qemu,
+                n.rx_rate_limit,
+                n.tx_rate_limit,
+                n.mmds.clone(),
+            )
+            .map_err(|e| {
+                EngineError::io(
+                    format!("starting the frame relay of interface {}", n.id),
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
             out.push((n.id.clone(), Some(relay)));
         }
         Ok(NetRelays(out))

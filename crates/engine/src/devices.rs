@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::RateLimit;
+use crate::{MetadataSpec, RateLimit};
 
 /// The optional devices of a machine. `Default` is none of them, so a [`crate::VmSpec`]
 /// that predates a device needs only `devices: Default::default()`.
@@ -69,6 +69,8 @@ pub struct NetSpec {
     pub rx_rate_limit: Option<RateLimit>,
     /// Limits on frames the guest sends.
     pub tx_rate_limit: Option<RateLimit>,
+    /// The metadata service (MMDS) the guest reaches over this interface, if any.
+    pub mmds: Option<MetadataSpec>,
 }
 
 /// A change to the rate limiters of a running guest's network interface. `None`

@@ -10,6 +10,7 @@ mod devices;
 mod error;
 mod event;
 mod identity;
+mod metadata;
 mod spec;
 
 pub use accel::{detect_accel, probe_at, Accel, AccelChoice, HostProbe};
@@ -17,6 +18,7 @@ pub use devices::{BalloonSpec, BalloonStats, Devices, EntropySpec, NetSpec, NetU
 pub use error::EngineError;
 pub use event::{EngineEvent, EventSink, ExitReason};
 pub use identity::file_identity;
+pub use metadata::{MetadataRequest, MetadataResponse, MetadataService, MetadataSpec};
 pub use spec::{
     CacheType, DriveSpec, DriveUpdate, MemoryBacking, RateLimit, SerialOut, SnapshotSource,
     SnapshotTarget, TokenBucket, VmSpec,

@@ -5,12 +5,18 @@
 //! Ethernet frame to ec1 over a Unix datagram socket, and a [`Relay`] thread forwards
 //! it to (or from) the TAP device through the interface's token buckets, which
 //! `PATCH /network-interfaces/{id}` can replace on a running guest.
+//!
+//! An interface that serves Firecracker's MMDS is relayed too: the guest's frames for
+//! the MMDS address go to an [`MmdsStack`] (smoltcp) whose HTTP requests are answered by
+//! the engine's [`ec1_engine::MetadataService`], and never reach the TAP device.
 
 mod bucket;
+mod mmds;
 mod relay;
 mod tap;
 
 pub use bucket::{Bucket, Limiter};
+pub use mmds::{frame_is_for, MmdsStack, MMDS_MAC};
 pub use relay::Relay;
 pub use tap::open_tap;
 
@@ -42,6 +48,14 @@ mod tests {
     }
 
     fn rig(rx: Option<RateLimit>, tx: Option<RateLimit>) -> Rig {
+        rig_with(rx, tx, None)
+    }
+
+    fn rig_with(
+        rx: Option<RateLimit>,
+        tx: Option<RateLimit>,
+        mmds: Option<ec1_engine::MetadataSpec>,
+    ) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let (tap, tap_peer) = UnixDatagram::pair().unwrap();
         tap.set_nonblocking(true).unwrap();
@@ -62,6 +76,7 @@ mod tests {
             &qemu_path,
             rx,
             tx,
+            mmds,
         )
         .unwrap();
         Rig {
@@ -120,5 +135,32 @@ mod tests {
             assert_eq!(r.qemu.recv(&mut buf).unwrap(), 1000);
         }
         r.relay.stop();
+    }
+
+    #[test]
+    fn mmds_frames_are_answered_in_the_relay_and_never_reach_the_tap() {
+        use crate::mmds::tests::{arp_request, Echo, MMDS_IP};
+        let r = rig_with(
+            Some(bytes_per_s(1_000_000)),
+            None,
+            Some(ec1_engine::MetadataSpec {
+                ipv4: MMDS_IP,
+                service: std::sync::Arc::new(Echo),
+            }),
+        );
+        let mut buf = [0u8; 2000];
+        r.qemu.send(&arp_request(MMDS_IP)).unwrap();
+        let n = r.qemu.recv(&mut buf).unwrap();
+        assert_eq!(&buf[12..14], &[0x08, 0x06], "an ARP frame");
+        assert_eq!(&buf[6..12], &MMDS_MAC, "from the MMDS MAC address");
+        assert_eq!(&buf[22..28], &MMDS_MAC, "saying MMDS is at its MAC address");
+        assert!(n >= 42);
+        // Anything else still goes to the TAP device, and is the first frame there.
+        r.qemu
+            .send(&arp_request(std::net::Ipv4Addr::new(10, 0, 0, 1)))
+            .unwrap();
+        let n = r.tap_peer.recv(&mut buf).unwrap();
+        assert_eq!(&buf[38..42], &[10, 0, 0, 1]);
+        assert_eq!(n, 42);
     }
 }

@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use ec1_engine::RateLimit;
+use ec1_engine::{MetadataSpec, RateLimit};
 
 use crate::bucket::Limiter;
+use crate::mmds::MmdsStack;
 use crate::NetError;
 
 /// The largest frame carried (the MTU QEMU's dgram netdev can deliver, plus headers).
@@ -68,11 +69,14 @@ struct Pump {
     tx_held: Option<Vec<u8>>,
     tx_until: Option<Instant>,
     qemu_full: bool,
+    /// The MMDS stack, if this interface serves MMDS.
+    mmds: Option<MmdsStack>,
 }
 
 impl Relay {
     /// Starts relaying between `tap` and QEMU's socket `qemu` (which QEMU creates
-    /// once it runs), receiving QEMU's frames on `sock`.
+    /// once it runs), receiving QEMU's frames on `sock`. With `mmds`, the guest's
+    /// frames for the MMDS address go to an MMDS stack instead of `tap`.
     pub fn start(
         name: &str,
         tap: File,
@@ -80,6 +84,7 @@ impl Relay {
         qemu: &Path,
         rx: Option<RateLimit>,
         tx: Option<RateLimit>,
+        mmds: Option<MetadataSpec>,
     ) -> Result<Relay, NetError> {
         // SAFETY: eventfd has no memory preconditions; the result is checked.
         let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -106,6 +111,7 @@ impl Relay {
             tx_held: None,
             tx_until: None,
             qemu_full: false,
+            mmds: mmds.map(MmdsStack::new),
         };
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -166,7 +172,12 @@ impl Pump {
             self.apply(shared);
             let now = Instant::now();
             self.retry_held(now);
-            let wait = [self.rx_until, self.tx_until]
+            let mmds_at = self.mmds.as_mut().and_then(|m| m.poll_at());
+            if mmds_at.is_some_and(|t| t <= now) {
+                self.poll_mmds();
+                continue;
+            }
+            let wait = [self.rx_until, self.tx_until, mmds_at]
                 .into_iter()
                 .flatten()
                 .map(|t| t.saturating_duration_since(now))
@@ -312,19 +323,47 @@ impl Pump {
     }
 
     fn pump_qemu(&mut self, buf: &mut [u8]) {
+        let mut for_mmds = false;
         for _ in 0..BATCH {
             if self.tx_held.is_some() {
-                return;
+                break;
             }
             match self.sock.recv(buf) {
                 Ok(n) => {
+                    if let Some(m) = self.mmds.as_mut().filter(|m| m.wants(&buf[..n])) {
+                        m.receive(buf[..n].to_vec());
+                        for_mmds = true;
+                        continue;
+                    }
                     let now = Instant::now();
                     if !self.send_tap(buf[..n].to_vec(), now) {
-                        return;
+                        break;
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return,
+                Err(_) => break,
+            }
+        }
+        if for_mmds {
+            self.poll_mmds();
+        }
+    }
+
+    /// Runs the MMDS stack and sends its frames to the guest. They bypass the rate
+    /// limiter and the held frame; one QEMU cannot take now is dropped (TCP resends).
+    fn poll_mmds(&mut self) {
+        let Some(m) = self.mmds.as_mut() else {
+            return;
+        };
+        for frame in m.poll() {
+            if !self.connected {
+                self.connected = self.sock.connect(&self.qemu).is_ok();
+                if !self.connected {
+                    return;
+                }
+            }
+            if let Err(e) = self.sock.send(&frame) {
+                log::debug!("net relay: MMDS frame for the guest dropped: {e}");
             }
         }
     }

@@ -5,11 +5,14 @@
 //! What the QEMU engine cannot do is refused here, at `PUT` time, with a 400 that names
 //! why, rather than at `InstanceStart`.
 
-use ec1_engine::{BalloonStats, NetUpdate};
+use std::sync::{Arc, Mutex};
+
+use ec1_engine::{BalloonStats, MetadataSpec, NetUpdate, VmSpec};
 use serde_json::{json, Value};
 
 use super::{engine_call, engine_err, Inner, Vmm};
 use crate::error::VmmActionError;
+use crate::mmds::{MmdsService, MmdsStore, DEFAULT_MMDS_IPV4};
 use crate::models::*;
 use crate::resources::tap_exists;
 use crate::validation;
@@ -243,9 +246,31 @@ impl Vmm {
                 "The list of network interface IDs provided contains at least one ID that does not correspond to any existing network interface: {missing}."
             )));
         }
-        Err(self.unsupported(
-            "MMDS network access from the guest is (ec1 is not in the interface's frame path on the qemu engine yet)",
-        ))
+        // Kept with its default address filled in, as Firecracker's `GET /vm/config`
+        // shows it.
+        inner.resources.mmds_config = Some(MmdsConfig {
+            ipv4_address: Some(cfg.ipv4_address.unwrap_or(DEFAULT_MMDS_IPV4)),
+            ..cfg
+        });
+        Ok(())
+    }
+}
+
+/// Puts the guest's MMDS (one service over the shared `store`) on the interfaces
+/// `cfg` lists.
+pub(super) fn attach_mmds(spec: &mut VmSpec, cfg: &MmdsConfig, store: &Arc<Mutex<MmdsStore>>) {
+    let service = Arc::new(MmdsService::new(store.clone(), cfg));
+    let ipv4 = cfg.ipv4_address.unwrap_or(DEFAULT_MMDS_IPV4);
+    for n in spec
+        .devices
+        .nets
+        .iter_mut()
+        .filter(|n| cfg.network_interfaces.contains(&n.id))
+    {
+        n.mmds = Some(MetadataSpec {
+            ipv4,
+            service: service.clone(),
+        });
     }
 }
 
@@ -268,5 +293,48 @@ mod tests {
             json!({"target_pages": 16384, "actual_pages": 8192, "target_mib": 64,
                    "actual_mib": 32, "free_memory": 1234, "hugetlb_failures": 0})
         );
+    }
+
+    #[test]
+    fn mmds_goes_on_the_listed_interfaces_only() {
+        use crate::resources::VmResources;
+        let net = |id: &str| NetworkInterfaceConfig {
+            iface_id: id.into(),
+            host_dev_name: format!("tap-{id}"),
+            guest_mac: None,
+            mtu: None,
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
+        };
+        let res = VmResources {
+            boot_source: Some(BootSourceConfig {
+                kernel_image_path: "/k".into(),
+                initrd_path: None,
+                boot_args: None,
+            }),
+            net: vec![net("eth0"), net("eth1")],
+            ..Default::default()
+        };
+        let mut spec =
+            crate::spec::build_vm_spec(&res, "id", std::path::Path::new("/run/x")).unwrap();
+        assert!(spec.devices.nets.iter().all(|n| n.mmds.is_none()));
+        let store = Arc::new(Mutex::new(MmdsStore::new(1000)));
+        store.lock().unwrap().put(json!({"k": "v"})).unwrap();
+        let cfg = MmdsConfig {
+            version: MmdsVersion::V1,
+            network_interfaces: vec!["eth1".into()],
+            ipv4_address: Some("169.254.170.2".parse().unwrap()),
+            imds_compat: false,
+        };
+        attach_mmds(&mut spec, &cfg, &store);
+        assert!(spec.devices.nets[0].mmds.is_none());
+        let m = spec.devices.nets[1].mmds.as_ref().unwrap();
+        assert_eq!(m.ipv4.to_string(), "169.254.170.2");
+        let r = m.service.answer(&ec1_engine::MetadataRequest {
+            method: "GET".into(),
+            target: "/k".into(),
+            headers: vec![],
+        });
+        assert_eq!((r.status, r.body), (200, b"v".to_vec()));
     }
 }

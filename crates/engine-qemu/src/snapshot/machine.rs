@@ -221,6 +221,7 @@ impl Machine {
                             mtu,
                             rx_rate_limit,
                             tx_rate_limit,
+                            mmds: _,
                         } = n;
                         Net {
                             id: id.clone(),
@@ -328,6 +329,7 @@ impl Machine {
                         mtu: n.mtu,
                         rx_rate_limit: n.rx_rate_limit.as_ref().map(rate_limit),
                         tx_rate_limit: n.tx_rate_limit.as_ref().map(rate_limit),
+                        mmds: None,
                     })
                     .collect(),
             },
@@ -390,6 +392,7 @@ mod tests {
                     mtu: Some(1400),
                     rx_rate_limit: None,
                     tx_rate_limit: Some(limit),
+                    mmds: None,
                 }],
             },
         }
