@@ -29,6 +29,9 @@ const SOCKET_RX: usize = 4 * 1024;
 const SOCKET_TX: usize = 64 * 1024;
 /// A connection is dropped when its peer stops acknowledging for this long.
 const TCP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may take to deliver its whole request: a guest that opens
+/// connections and sends nothing (or dribbles) cannot hold the small pool for longer.
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
 const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
@@ -99,6 +102,8 @@ struct Conn {
     answer: Vec<u8>,
     sent: usize,
     answered: bool,
+    /// When the connection was first seen established (its request deadline starts).
+    since: Option<std::time::Instant>,
 }
 
 /// The MMDS network stack of one interface.
@@ -110,6 +115,7 @@ pub struct MmdsStack {
     sockets: SocketSet<'static>,
     conns: Vec<(SocketHandle, Conn)>,
     epoch: std::time::Instant,
+    request_deadline: std::time::Duration,
 }
 
 fn listener() -> tcp::Socket<'static> {
@@ -236,6 +242,7 @@ impl MmdsStack {
             sockets,
             conns,
             epoch,
+            request_deadline: REQUEST_DEADLINE,
         }
     }
 
@@ -272,9 +279,19 @@ impl MmdsStack {
     /// When [`MmdsStack::poll`] should run next even without frames (retransmissions).
     pub fn poll_at(&mut self) -> Option<std::time::Instant> {
         let now = self.now();
-        self.iface
-            .poll_delay(now, &self.sockets)
-            .map(|d| std::time::Instant::now() + std::time::Duration::from_micros(d.total_micros()))
+        let stack = self.iface.poll_delay(now, &self.sockets).map(|d| {
+            std::time::Instant::now() + std::time::Duration::from_micros(d.total_micros())
+        });
+        let deadline = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.answered)
+            .filter_map(|(_, c)| c.since.map(|t| t + self.request_deadline))
+            .min();
+        match (stack, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Moves every connection along; true if anything was written to a socket.
@@ -288,6 +305,14 @@ impl MmdsStack {
                 *handle = self.sockets.add(listener());
                 *conn = Conn::default();
                 continue;
+            }
+            if !conn.answered && s.may_recv() {
+                let since = *conn.since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= self.request_deadline {
+                    // Too slow to send its request: drop it and free the socket.
+                    s.abort();
+                    continue;
+                }
             }
             if !conn.answered {
                 while s.can_recv() {
@@ -506,6 +531,55 @@ pub(crate) mod tests {
             self.sockets.remove(h);
             String::from_utf8(answer).unwrap()
         }
+    }
+
+    #[test]
+    fn connections_that_never_finish_a_request_are_dropped() {
+        let mut mmds = stack();
+        mmds.request_deadline = std::time::Duration::from_millis(50);
+        let mut guest = Guest::new();
+        // Fill the whole pool with connections that send half a request.
+        let mut handles = Vec::new();
+        for i in 0..POOL as u16 {
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; 4096]),
+                tcp::SocketBuffer::new(vec![0; 4096]),
+            );
+            s.connect(
+                guest.iface.context(),
+                (IpAddress::Ipv4(MMDS_IP), 80),
+                42000 + i,
+            )
+            .unwrap();
+            handles.push(guest.sockets.add(s));
+        }
+        let mut sent = vec![false; handles.len()];
+        let mut now = Instant::from_millis(0);
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(200) {
+            now += Duration::from_millis(1);
+            guest.iface.poll(now, &mut guest.device, &mut guest.sockets);
+            for f in guest.device.tx.drain(..) {
+                mmds.receive(f);
+            }
+            guest.device.rx.extend(mmds.poll());
+            for (h, sent) in handles.iter().zip(sent.iter_mut()) {
+                let s = guest.sockets.get_mut::<tcp::Socket>(*h);
+                if !*sent && s.can_send() {
+                    *sent = s.send_slice(b"GET /").is_ok();
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // Every stalled connection was reset by the stack ...
+        assert!(sent.iter().all(|s| *s));
+        for h in handles {
+            assert!(!guest.sockets.get::<tcp::Socket>(h).is_open());
+            guest.sockets.remove(h);
+        }
+        // ... and a well-behaved request is served again.
+        let a = guest.request(&mut mmds, 43000, b"GET /x HTTP/1.1\r\n\r\n");
+        assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "{a}");
     }
 
     #[test]
