@@ -612,7 +612,7 @@ impl Engine for QemuEngine {
     fn update_net(&self, update: &NetUpdate) -> Result<(), EngineError> {
         let vm = self.running()?;
         let nets = lock(&vm.nets);
-        nets.update(&self.name, update)
+        nets.update(update)
     }
 }
 

@@ -1,16 +1,16 @@
-//! The frame relays (`ec1-net`) of a guest's network interfaces that have rate
-//! limiters or serve MMDS: started before QEMU (which connects to them), updated by
-//! `PATCH /network-interfaces`, stopped after QEMU.
+//! The frame relays (`ec1-net`) of a guest's network interfaces, one per interface
+//! (they carry its rate limiters and MMDS): started before QEMU (which connects to
+//! them), updated by `PATCH /network-interfaces`, stopped after QEMU.
 
 use std::os::unix::net::UnixDatagram;
 
 use ec1_engine::{EngineError, NetUpdate, RateLimit, VmSpec};
 use ec1_net::Relay;
 
-use crate::devices::{net_sockets, net_uses_relay};
+use crate::devices::net_sockets;
 
-/// Every interface's id and, if it is relayed, its relay.
-pub(crate) struct NetRelays(Vec<(String, Option<Relay>)>);
+/// Every interface's id and relay.
+pub(crate) struct NetRelays(Vec<(String, Relay)>);
 
 /// A direction of a [`NetUpdate`] for a relay: `Some(None)` lifts the limit.
 fn relay_limit(r: Option<RateLimit>) -> Option<Option<RateLimit>> {
@@ -18,14 +18,10 @@ fn relay_limit(r: Option<RateLimit>) -> Option<Option<RateLimit>> {
 }
 
 impl NetRelays {
-    /// Attaches a relay to every interface that needs one.
+    /// Attaches a relay to every interface.
     pub fn start(spec: &VmSpec) -> Result<NetRelays, EngineError> {
         let mut out = Vec::new();
         for (i, n) in spec.devices.nets.iter().enumerate() {
-            if !net_uses_relay(n) {
-                out.push((n.id.clone(), None));
-                continue;
-            }
             let (ours, qemu) = net_sockets(&spec.run_dir, i);
             for p in [&ours, &qemu] {
                 let _ = std::fs::remove_file(p);
@@ -49,13 +45,13 @@ impl NetRelays {
                     std::io::Error::other(e.to_string()),
                 )
             })?;
-            out.push((n.id.clone(), Some(relay)));
+            out.push((n.id.clone(), relay));
         }
         Ok(NetRelays(out))
     }
 
     /// Applies `update` to its interface's relay.
-    pub fn update(&self, engine: &str, update: &NetUpdate) -> Result<(), EngineError> {
+    pub fn update(&self, update: &NetUpdate) -> Result<(), EngineError> {
         let (_, relay) = self
             .0
             .iter()
@@ -66,31 +62,17 @@ impl NetRelays {
                     update.id
                 ))
             })?;
-        match relay {
-            Some(r) => {
-                r.set_limits(
-                    relay_limit(update.rx_rate_limit),
-                    relay_limit(update.tx_rate_limit),
-                );
-                Ok(())
-            }
-            None if update.rx_rate_limit.is_none() && update.tx_rate_limit.is_none() => Ok(()),
-            None => Err(EngineError::Unsupported {
-                engine: engine.to_string(),
-                what: format!(
-                    "adding a rate limiter to interface {:?}, which booted without one (QEMU then attaches the TAP device itself; give it a limiter before boot to put ec1's relay in its frame path)",
-                    update.id
-                ),
-            }),
-        }
+        relay.set_limits(
+            relay_limit(update.rx_rate_limit),
+            relay_limit(update.tx_rate_limit),
+        );
+        Ok(())
     }
 
     /// Stops every relay.
     pub fn stop(&mut self) {
         for (_, r) in &mut self.0 {
-            if let Some(r) = r.as_mut() {
-                r.stop();
-            }
+            r.stop();
         }
     }
 }
@@ -113,15 +95,16 @@ mod tests {
         assert_eq!(relay_limit(None), None);
         assert_eq!(relay_limit(Some(RateLimit::default())), Some(None));
         assert_eq!(relay_limit(Some(b)), Some(Some(b)));
-        let r = NetRelays(vec![("eth0".into(), None)]);
-        let u = |id: &str, rx| NetUpdate {
-            id: id.into(),
-            rx_rate_limit: rx,
+        let r = NetRelays(Vec::new());
+        let u = NetUpdate {
+            id: "eth1".into(),
+            rx_rate_limit: None,
             tx_rate_limit: None,
         };
-        assert!(r.update("qemu", &u("eth1", None)).is_err());
-        r.update("qemu", &u("eth0", None)).unwrap();
-        let e = r.update("qemu", &u("eth0", Some(b))).unwrap_err();
-        assert!(e.to_string().contains("booted without one"), "{e}");
+        let e = r.update(&u).unwrap_err();
+        assert!(
+            e.to_string().contains("no network interface \"eth1\""),
+            "{e}"
+        );
     }
 }
