@@ -166,7 +166,7 @@ fn snapshot_restore_clones_and_refusals() {
         "the memory file changed"
     );
 
-    assert_eq!(describe_snapshot(&state).unwrap(), "v1.0.0");
+    assert_eq!(describe_snapshot(&state).unwrap(), "v2.0.0");
     let file = SnapshotFile::open(&state).unwrap();
     assert_eq!(file.machine.mem_mib, 128);
     assert_eq!(file.machine.drives.len(), 1);

@@ -36,8 +36,10 @@ use super::machine::Machine;
 
 /// The first bytes of every ec1 snapshot file.
 pub const MAGIC: &[u8; 8] = b"EC1SNAP\n";
-/// The format version this build writes (and the major version it reads).
-pub const FORMAT_MAJOR: u16 = 1;
+/// The format version this build writes (and the major version it reads). v2: the
+/// agent channel's virtio-serial device has 2 ports, not QEMU's default 31, so a v1
+/// file's device state would not load into the machine this build recreates.
+pub const FORMAT_MAJOR: u16 = 2;
 pub const FORMAT_MINOR: u16 = 0;
 /// The fixed header's length.
 pub const HEADER_LEN: usize = 128;
@@ -263,7 +265,7 @@ impl SnapshotFile {
         })
     }
 
-    /// The format version as `--describe-snapshot` prints it, e.g. `v1.0.0`.
+    /// The format version as `--describe-snapshot` prints it, e.g. `v2.0.0`.
     pub fn version_string(&self) -> String {
         format!("v{}.{}.0", self.header.major, self.header.minor)
     }
@@ -368,7 +370,7 @@ mod tests {
         assert_eq!(s.machine, machine());
         assert_eq!(s.header.state_offset % ALIGN, 0);
         assert_eq!(s.header.state_len, 17);
-        assert_eq!(s.version_string(), "v1.0.0");
+        assert_eq!(s.version_string(), "v2.0.0");
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(
             &bytes[s.header.state_offset as usize..],
@@ -464,15 +466,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), b"state");
         let mut b = std::fs::read(&p).unwrap();
-        b[8..10].copy_from_slice(&2u16.to_le_bytes());
+        // A file from an older ec1 (format v1).
+        b[8..10].copy_from_slice(&1u16.to_le_bytes());
         std::fs::write(&p, &b).unwrap();
         let e = refused(&p);
         assert!(
-            matches!(e, SnapshotFileError::Version { major: 2, .. }),
+            matches!(e, SnapshotFileError::Version { major: 1, .. }),
             "{e}"
         );
         assert!(
-            e.to_string().contains("v2.0") && e.to_string().contains("v1.x"),
+            e.to_string().contains("v1.0") && e.to_string().contains("v2.x"),
             "{e}"
         );
         // A Firecracker snapshot starts with its own magic.
