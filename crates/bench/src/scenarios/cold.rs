@@ -24,9 +24,9 @@ pub const QEMU_CPU: &str = "QEMU CPU to ready";
 pub const PHASES: [&str; 8] = [
     "prepare",
     "engine start",
+    "unclocked boot",
     "guest kernel",
     "agent init",
-    "unclocked boot",
     "agent handshake",
     "exec true",
     "teardown",
@@ -45,9 +45,11 @@ pub fn phases_of(t: &BootTimings, exec: Duration, teardown: Duration) -> Run {
     Run::default()
         .phase(PHASES[0], Stage::Boot, t.prepare)
         .phase(PHASES[1], Stage::Boot, t.engine_start)
-        .phase(PHASES[2], Stage::Boot, kernel)
-        .phase(PHASES[3], Stage::Boot, ready - kernel)
-        .phase(PHASES[4], Stage::Boot, signal - ready)
+        // Drawn before the kernel: most of it is firmware and the kernel's start,
+        // before the guest's clock runs.
+        .phase(PHASES[2], Stage::Boot, signal - ready)
+        .phase(PHASES[3], Stage::Boot, kernel)
+        .phase(PHASES[4], Stage::Boot, ready - kernel)
         .phase(PHASES[5], Stage::Boot, t.guest_boot.saturating_sub(signal))
         .phase(PHASES[6], Stage::Work, exec)
         .phase(PHASES[7], Stage::Teardown, teardown)
