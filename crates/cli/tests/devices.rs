@@ -1003,12 +1003,16 @@ fn mmds_v2_from_the_guest_tokens_formats_and_latency() {
     );
     assert_eq!(code, 204, "{body}");
     assert_eq!(wget("/latest/meta-data/ami-id", ""), "ami-4567");
-    // A token with a 1 s lifetime: good at once, refused once it has expired.
-    let short = put_token(1);
+    // A token with a 5 s lifetime: good at once, refused once it has expired. (Each
+    // guest command takes up to a second or so on a loaded machine; 5 s leaves room.)
+    let issued = Instant::now();
+    let short = put_token(5);
     let with_short = format!("X-metadata-token: {short}\\r\\n");
     let out = get_raw("/latest/meta-data/ami-id", &with_short);
     assert!(out.starts_with("HTTP/1.1 200 "), "{out:?}");
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(
+        (issued + Duration::from_millis(5500)).saturating_duration_since(Instant::now()),
+    );
     let out = get_raw("/latest/meta-data/ami-id", &with_short);
     assert!(out.starts_with("HTTP/1.1 401 "), "{out:?}");
     assert_eq!(http_body(&out), "MMDS token not valid.");
