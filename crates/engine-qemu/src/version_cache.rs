@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use ec1_engine::EngineError;
-use sha2::{Digest, Sha256};
 
 use crate::version::{check_qemu, QemuVersion};
 
@@ -27,13 +26,6 @@ pub fn find_in_path(binary: &Path) -> Option<PathBuf> {
 /// A stable text naming `path`'s identity (for cache keys), or `None` if it is gone.
 pub use ec1_engine::file_identity;
 
-/// The cache file for `identity`.
-fn cache_file(cache_dir: &Path, identity: &str) -> PathBuf {
-    let h = Sha256::digest(identity.as_bytes());
-    let hex: String = h[..12].iter().map(|b| format!("{b:02x}")).collect();
-    cache_dir.join(format!("qemu-version-{hex}"))
-}
-
 fn parse(text: &str) -> Option<QemuVersion> {
     let mut it = text.trim().split('.').map(|p| p.parse::<u32>().ok());
     let v = QemuVersion {
@@ -44,27 +36,15 @@ fn parse(text: &str) -> Option<QemuVersion> {
     (v.major >= crate::MIN_MAJOR).then_some(v)
 }
 
-/// [`check_qemu`], remembered in `cache_dir` by the identity of the binary it finds.
-/// Failures are never cached; a cache that cannot be written only costs the next
-/// caller another check.
+/// [`check_qemu`], remembered in `cache_dir` by the identity of the binary it finds
+/// (see [`ec1_engine::remembered`]).
 pub fn check_qemu_cached(binary: &Path, cache_dir: &Path) -> Result<QemuVersion, EngineError> {
-    let Some(identity) = find_in_path(binary).and_then(|p| file_identity(&p)) else {
+    let Some(found) = find_in_path(binary) else {
         return check_qemu(binary);
     };
-    let file = cache_file(cache_dir, &identity);
-    if let Some(v) = std::fs::read_to_string(&file).ok().and_then(|t| parse(&t)) {
-        return Ok(v);
-    }
-    let v = check_qemu(binary)?;
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    let written = std::fs::create_dir_all(cache_dir)
-        .and_then(|()| std::fs::write(&tmp, v.to_string()))
-        .and_then(|()| std::fs::rename(&tmp, &file));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        log::debug!("cannot cache the QEMU version in {}: {e}", file.display());
-    }
-    Ok(v)
+    ec1_engine::remembered(cache_dir, "qemu-version", &found, parse, || {
+        check_qemu(binary)
+    })
 }
 
 #[cfg(test)]

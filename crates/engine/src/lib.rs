@@ -17,7 +17,7 @@ pub use accel::{detect_accel, probe_at, Accel, AccelChoice, HostProbe};
 pub use devices::{BalloonSpec, BalloonStats, Devices, EntropySpec, NetSpec, NetUpdate, VsockSpec};
 pub use error::EngineError;
 pub use event::{EngineEvent, EventSink, ExitReason};
-pub use identity::file_identity;
+pub use identity::{file_identity, remembered, remembered_path};
 pub use metadata::{MetadataRequest, MetadataResponse, MetadataService, MetadataSpec};
 pub use spec::{
     CacheType, DriveSpec, DriveUpdate, MemoryBacking, RateLimit, SerialOut, SnapshotSource,

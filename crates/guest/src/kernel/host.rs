@@ -1,7 +1,6 @@
 //! The host's package manager and file locks, as the kernel build needs them.
 
 use super::KernelError;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -9,26 +8,14 @@ use std::process::{Command, Stdio};
 /// identity of the tarball it installs (`dpkg-query` costs ~10 ms per boot; an
 /// upgrade replaces the tarball, which changes its identity).
 pub fn source_version(cache: &Path, package: &str, tarball: &Path) -> Option<String> {
-    let Some(identity) = ec1_engine::file_identity(tarball) else {
-        return package_version(package);
-    };
-    let digest = Sha256::digest(identity.as_bytes());
-    let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    let file = cache.join("kernel").join(format!("source-version-{name}"));
-    if let Ok(v) = std::fs::read_to_string(&file) {
-        if !v.trim().is_empty() {
-            return Some(v.trim().to_string());
-        }
-    }
-    let version = package_version(package)?;
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    let saved = std::fs::create_dir_all(cache.join("kernel"))
-        .and_then(|()| std::fs::write(&tmp, &version))
-        .and_then(|()| std::fs::rename(&tmp, &file));
-    if saved.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    Some(version)
+    ec1_engine::remembered(
+        &cache.join("kernel"),
+        "source-version",
+        tarball,
+        |t| (!t.is_empty()).then(|| t.to_string()),
+        || package_version(package).ok_or(()),
+    )
+    .ok()
 }
 
 /// The installed version of a Debian package, or `None` if it is not installed.
@@ -112,15 +99,9 @@ mod tests {
         assert!(!d.path().join("kernel").exists());
         // A remembered answer for this tarball is used without asking dpkg.
         let id = ec1_engine::file_identity(&tarball).unwrap();
-        let name: String = Sha256::digest(id.as_bytes())[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         std::fs::create_dir_all(d.path().join("kernel")).unwrap();
         std::fs::write(
-            d.path()
-                .join("kernel")
-                .join(format!("source-version-{name}")),
+            ec1_engine::remembered_path(&d.path().join("kernel"), "source-version", &id),
             "9.9-1",
         )
         .unwrap();
