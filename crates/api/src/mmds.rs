@@ -126,13 +126,6 @@ const X_METADATA_TOKEN_TTL: [&str; 2] = [
 ];
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
-fn header<'a>(req: &'a MetadataRequest, names: &[&str]) -> Option<(&'a str, &'a str)> {
-    req.headers
-        .iter()
-        .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-}
-
 /// The absolute path of a request target (an origin-form path or an absolute URI),
 /// without its query, with runs of `/` collapsed as Firecracker does.
 fn request_path(target: &str) -> String {
@@ -261,7 +254,7 @@ impl MmdsService {
         // V2 requires a live session token. V1 answers with or without one, even an
         // invalid one (as Firecracker: it only counts it in its metrics).
         if self.version == MmdsVersion::V2 {
-            match header(req, &X_METADATA_TOKEN) {
+            match req.header_of(&X_METADATA_TOKEN) {
                 None => {
                     return MetadataResponse::text(
                         401,
@@ -284,7 +277,9 @@ impl MmdsService {
             return MetadataResponse::text(404, format!("Resource not found: {path}."));
         };
         let json = !self.imds_compat
-            && header(req, &["accept"]).is_some_and(|(_, a)| a.contains("application/json"));
+            && req
+                .header("accept")
+                .is_some_and(|a| a.contains("application/json"));
         if json {
             return MetadataResponse {
                 content_type: Some("application/json"),
@@ -301,7 +296,7 @@ impl MmdsService {
     }
 
     fn put_token(&self, req: &MetadataRequest, path: &str, now: Instant) -> MetadataResponse {
-        if let Some((name, _)) = header(req, &[X_FORWARDED_FOR]) {
+        if let Some((name, _)) = req.header_of(&[X_FORWARDED_FOR]) {
             return MetadataResponse::text(
                 400,
                 format!("Invalid header. Reason: Unsupported header name. Key: {name}"),
@@ -310,7 +305,7 @@ impl MmdsService {
         if path.strip_suffix('/').unwrap_or(path) != PATH_TO_TOKEN {
             return MetadataResponse::text(404, format!("Resource not found: {path}."));
         }
-        let Some((name, value)) = header(req, &X_METADATA_TOKEN_TTL) else {
+        let Some((name, value)) = req.header_of(&X_METADATA_TOKEN_TTL) else {
             return MetadataResponse::text(
                 400,
                 "Token time to live value not found. Use `X-metadata-token-ttl-seconds` header to specify the token's lifetime.",

@@ -21,10 +21,16 @@ pub struct MetadataRequest {
 impl MetadataRequest {
     /// The value of header `name` (compared case-insensitively), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_of(&[name]).map(|(_, v)| v)
+    }
+
+    /// The first header named like any of `names` (compared case-insensitively), as
+    /// (name as sent, value): for headers with aliases, and errors that quote the name.
+    pub fn header_of(&self, names: &[&str]) -> Option<(&str, &str)> {
         self.headers
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 }
 
@@ -102,6 +108,10 @@ mod tests {
         };
         assert_eq!(r.header("x-metadata-token"), Some("t"));
         assert_eq!(r.header("accept"), None);
+        assert_eq!(
+            r.header_of(&["x-aws-ec2-metadata-token", "x-metadata-token"]),
+            Some(("X-Metadata-Token", "t"))
+        );
         let s: Arc<dyn MetadataService> = Arc::new(Echo);
         let a = MetadataSpec {
             ipv4: Ipv4Addr::new(169, 254, 169, 254),

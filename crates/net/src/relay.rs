@@ -268,13 +268,8 @@ impl Pump {
             return false;
         }
         self.rx_until = None;
-        if !self.connected {
-            // QEMU binds its socket as it starts; until then frames are dropped, as
-            // on a link that is not up yet.
-            self.connected = self.sock.connect(&self.qemu).is_ok();
-            if !self.connected {
-                return true;
-            }
+        if !self.connect_qemu() {
+            return true;
         }
         match self.sock.send(&frame) {
             Ok(_) => true,
@@ -289,6 +284,16 @@ impl Pump {
                 true
             }
         }
+    }
+
+    /// Whether QEMU's socket is connected, connecting it if need be. QEMU binds it as
+    /// it starts; until then frames for the guest are dropped, as on a link that is
+    /// not up yet.
+    fn connect_qemu(&mut self) -> bool {
+        if !self.connected {
+            self.connected = self.sock.connect(&self.qemu).is_ok();
+        }
+        self.connected
     }
 
     fn send_tap(&mut self, frame: Vec<u8>, now: Instant) -> bool {
@@ -356,11 +361,8 @@ impl Pump {
             return;
         };
         for frame in m.poll() {
-            if !self.connected {
-                self.connected = self.sock.connect(&self.qemu).is_ok();
-                if !self.connected {
-                    return;
-                }
+            if !self.connect_qemu() {
+                return;
             }
             if let Err(e) = self.sock.send(&frame) {
                 log::debug!("net relay: MMDS frame for the guest dropped: {e}");
