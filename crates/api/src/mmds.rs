@@ -405,6 +405,18 @@ mod tests {
         }
     }
 
+    /// `PUT /latest/api/token` with `X-metadata-token-ttl-seconds: ttl`.
+    fn ask_token(s: &MmdsService, ttl: &str, now: Instant) -> MetadataResponse {
+        s.answer_at(
+            &req(
+                "PUT",
+                PATH_TO_TOKEN,
+                &[("X-metadata-token-ttl-seconds", ttl)],
+            ),
+            now,
+        )
+    }
+
     fn body(r: &MetadataResponse) -> String {
         String::from_utf8(r.body.clone()).unwrap()
     }
@@ -456,14 +468,7 @@ mod tests {
     fn v1_takes_tokens_but_does_not_need_valid_ones() {
         let s = service(MmdsVersion::V1, false);
         let now = Instant::now();
-        let t = s.answer_at(
-            &req(
-                "PUT",
-                "/latest/api/token",
-                &[("X-metadata-token-ttl-seconds", "60")],
-            ),
-            now,
-        );
+        let t = ask_token(&s, "60", now);
         assert_eq!(t.status, 200);
         let token = body(&t);
         let r = s.answer_at(&req("GET", "/name", &[("X-metadata-token", &token)]), now);
@@ -483,14 +488,7 @@ mod tests {
             "{}",
             body(&r)
         );
-        let t = s.answer_at(
-            &req(
-                "PUT",
-                "/latest/api/token",
-                &[("X-metadata-token-ttl-seconds", "2")],
-            ),
-            now,
-        );
+        let t = ask_token(&s, "2", now);
         assert_eq!((t.status, t.content_type), (200, Some("text/plain")));
         let token = body(&t);
         assert_eq!(token.len(), 64);
@@ -528,20 +526,14 @@ mod tests {
         assert_eq!(r.status, 400);
         assert!(body(&r).starts_with("Token time to live value not found."));
         for bad in ["0", "21601"] {
-            let r = put(
-                "/latest/api/token",
-                &[("X-metadata-token-ttl-seconds", bad)],
-            );
+            let r = ask_token(&s, bad, now);
             assert_eq!(r.status, 400);
             assert_eq!(
                 body(&r),
                 format!("Invalid time to live value provided for token: {bad}. Please provide a value between 1 and 21600.")
             );
         }
-        let r = put(
-            "/latest/api/token",
-            &[("X-metadata-token-ttl-seconds", "x")],
-        );
+        let r = ask_token(&s, "x", now);
         assert_eq!(r.status, 400);
         let r = put(
             "/latest/api/token",
