@@ -652,12 +652,9 @@ impl NetVm {
 
     /// As [`NetVm::boot`], running `before_start` with the API socket just before
     /// `InstanceStart`.
-    fn boot_with(ns_name: &str, extra: Value, before_start: impl FnOnce(&Path)) -> NetVm {
-        let ns = Netns::new(ns_name, "ec1tap0", "192.168.241.1/30");
-        let dir = tempfile::Builder::new()
-            .prefix("ec1-net")
-            .tempdir()
-            .unwrap();
+    /// Starts `ec1 --inject-agent --api-sock <dir>/fc.sock <args>` in namespace `ns`
+    /// and waits for its API socket. `args` may name files in `dir`.
+    fn spawn(ns: Netns, dir: tempfile::TempDir, args: &[&std::ffi::OsStr]) -> NetVm {
         let sock = dir.path().join("fc.sock");
         let child = Command::new("ip")
             .args([
@@ -669,6 +666,7 @@ impl NetVm {
                 "--api-sock",
             ])
             .arg(&sock)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -680,8 +678,19 @@ impl NetVm {
             _dir: dir,
             ns,
         };
+        wait_for(Duration::from_secs(10), || vm.sock.exists().then_some(()))
+            .expect("no API socket");
+        vm
+    }
+
+    fn boot_with(ns_name: &str, extra: Value, before_start: impl FnOnce(&Path)) -> NetVm {
+        let ns = Netns::new(ns_name, "ec1tap0", "192.168.241.1/30");
+        let dir = tempfile::Builder::new()
+            .prefix("ec1-net")
+            .tempdir()
+            .unwrap();
+        let vm = NetVm::spawn(ns, dir, &[]);
         let sock = &vm.sock;
-        wait_for(Duration::from_secs(10), || sock.exists().then_some(())).expect("no API socket");
         put(
             sock,
             "/boot-source",
@@ -1049,7 +1058,6 @@ fn mmds_v1_from_a_config_file_needs_no_token() {
         .prefix("ec1-mmds")
         .tempdir()
         .unwrap();
-    let sock = dir.path().join("fc.sock");
     let config = dir.path().join("vm.json");
     let metadata = dir.path().join("metadata.json");
     std::fs::write(&metadata, r#"{"latest":{"meta-data":{"ami-id":"ami-v1"}}}"#).unwrap();
@@ -1068,32 +1076,16 @@ fn mmds_v1_from_a_config_file_needs_no_token() {
         .to_string(),
     )
     .unwrap();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            EC1,
-            "--inject-agent",
-            "--api-sock",
-        ])
-        .arg(&sock)
-        .arg("--config-file")
-        .arg(&config)
-        .arg("--metadata")
-        .arg(&metadata)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let vm = NetVm {
-        child,
-        sock,
-        _dir: dir,
+    let vm = NetVm::spawn(
         ns,
-    };
-    wait_for(Duration::from_secs(10), || vm.sock.exists().then_some(())).expect("no API socket");
+        dir,
+        &[
+            "--config-file".as_ref(),
+            config.as_os_str(),
+            "--metadata".as_ref(),
+            metadata.as_os_str(),
+        ],
+    );
     assert_eq!(
         get_json(&vm.sock, "/vm/config")["mmds-config"],
         json!({"version": "V1", "network_interfaces": ["eth0"],
