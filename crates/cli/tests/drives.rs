@@ -201,7 +201,8 @@ fn make_root_image(dir: &Path, marker: &str) -> PathBuf {
     for d in ["bin", "dev", "proc", "sys", "run", "tmp", "etc"] {
         std::fs::create_dir_all(tree.join(d)).unwrap();
     }
-    std::fs::copy(ec1_guest_busybox(), tree.join("bin/busybox")).unwrap();
+    let busybox = ec1_guest::initramfs::Options::from_env().unwrap().busybox;
+    std::fs::copy(busybox, tree.join("bin/busybox")).unwrap();
     for applet in [
         "sh", "cat", "echo", "touch", "grep", "dd", "sync", "mount", "head",
     ] {
@@ -209,27 +210,9 @@ fn make_root_image(dir: &Path, marker: &str) -> PathBuf {
     }
     std::fs::write(tree.join("etc/ec1-marker"), marker).unwrap();
     let img = dir.join("rootfs.ext4");
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&img)
-        .arg("16M")
-        .output()
-        .expect("running mkfs.ext4 (e2fsprogs)");
-    assert!(
-        out.status.success(),
-        "mkfs.ext4: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ec1_testkit::ext4_image(&tree, &img, "16M");
     std::fs::remove_dir_all(&tree).unwrap();
     img
-}
-
-/// The static busybox ec1 puts in its initramfs.
-fn ec1_guest_busybox() -> PathBuf {
-    std::env::var_os("EC1_BUSYBOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/bin/busybox"))
 }
 
 #[test]

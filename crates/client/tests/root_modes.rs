@@ -6,7 +6,6 @@ mod common;
 use common::{sha256_hex, Guest};
 use ec1_engine::{CacheType, DriveSpec, Engine};
 use std::path::{Path, PathBuf};
-use std::process::Command as Host;
 use std::time::{Duration, Instant};
 
 /// A small ext4 image: busybox, a marker file, and an init script that records that
@@ -30,18 +29,7 @@ fn make_image(dir: &Path) -> PathBuf {
     .unwrap();
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let img = dir.join("root.ext4");
-    let out = Host::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&root)
-        .arg(&img)
-        .arg("16M")
-        .output()
-        .expect("this test needs mkfs.ext4: apt-get install e2fsprogs");
-    assert!(
-        out.status.success(),
-        "mkfs.ext4: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ec1_testkit::ext4_image(&root, &img, "16M");
     img
 }
 

@@ -218,6 +218,23 @@ pub fn spawn_tied(mut cmd: Command) -> std::process::Child {
     rx.recv().unwrap().expect("spawning a test child")
 }
 
+/// Makes `img`, an ext4 filesystem of `size` (`mkfs.ext4` units, e.g. `16M`) holding
+/// the files under `tree`. Panics with what to install when e2fsprogs is missing.
+pub fn ext4_image(tree: &Path, img: &Path, size: &str) {
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(tree)
+        .arg(img)
+        .arg(size)
+        .output()
+        .expect("this test needs mkfs.ext4: apt-get install e2fsprogs");
+    assert!(
+        out.status.success(),
+        "mkfs.ext4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
