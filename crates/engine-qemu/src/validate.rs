@@ -132,6 +132,36 @@ fn open_file(what: &'static str, path: &Path, opts: &OpenOptions) -> Result<File
     Ok(f)
 }
 
+/// Where a bzImage carries its setup header's magic, `HdrS` (Linux's x86 boot protocol).
+const BZIMAGE_MAGIC_AT: usize = 0x202;
+
+/// Checks that `kernel` is something QEMU can boot: an ELF image (a `vmlinux`, booted
+/// through its PVH note) or a bzImage. QEMU's own message for anything else is obscure
+/// and comes only after it started.
+fn check_kernel_format(path: &Path, mut kernel: File) -> Result<(), EngineError> {
+    use std::io::Read;
+    let mut head = [0u8; BZIMAGE_MAGIC_AT + 4];
+    let mut n = 0;
+    while n < head.len() {
+        match kernel.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(file_err("kernel", path)(e)),
+        }
+    }
+    let elf = n >= 4 && head[..4] == *b"\x7fELF";
+    let bzimage = n == head.len() && head[BZIMAGE_MAGIC_AT..] == *b"HdrS";
+    if elf || bzimage {
+        return Ok(());
+    }
+    Err(EngineError::InvalidSpec(format!(
+        "the kernel {} is neither an ELF image (vmlinux) nor a bzImage; \
+         give boot-source.kernel_image_path an uncompressed vmlinux or a bzImage",
+        path.display()
+    )))
+}
+
 /// Checks that every file the guest needs is there and usable, so that a typo fails
 /// before QEMU is spawned.
 pub(crate) fn check_files(spec: &VmSpec) -> Result<(), EngineError> {
@@ -152,7 +182,8 @@ pub(crate) fn check_files(spec: &VmSpec) -> Result<(), EngineError> {
             std::io::Error::from_raw_os_error(libc::ENOTDIR),
         ));
     }
-    open_file("kernel", &spec.kernel, &read)?;
+    let kernel = open_file("kernel", &spec.kernel, &read)?;
+    check_kernel_format(&spec.kernel, kernel)?;
     if let Some(initrd) = &spec.initrd {
         open_file("initrd", initrd, &read)?;
     }
@@ -292,6 +323,26 @@ mod tests {
         assert!(msg(check_spec(&s)).contains("memory"));
     }
 
+    #[test]
+    fn only_elf_and_bzimage_kernels_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut s = spec(d);
+        s.initrd = None;
+        let mut bz = vec![0u8; 0x400];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        for ok in [b"\x7fELF\x02\x01".to_vec(), bz] {
+            std::fs::write(d.join("vmlinux"), ok).unwrap();
+            assert!(check_files(&s).is_ok());
+        }
+        for bad in [&b""[..], b"\x7fEL", b"this is not a kernel image at all"] {
+            std::fs::write(d.join("vmlinux"), bad).unwrap();
+            let e = check_files(&s).unwrap_err().to_string();
+            assert!(e.contains("neither an ELF image"), "{e}");
+            assert!(e.contains(&d.join("vmlinux").display().to_string()), "{e}");
+        }
+    }
+
     fn file_what(r: Result<(), EngineError>) -> (&'static str, PathBuf) {
         match r {
             Err(EngineError::File { what, path, .. }) => (what, path),
@@ -305,7 +356,7 @@ mod tests {
         let d = dir.path();
         let mut s = spec(d);
         assert_eq!(file_what(check_files(&s)), ("kernel", d.join("vmlinux")));
-        std::fs::write(d.join("vmlinux"), b"k").unwrap();
+        std::fs::write(d.join("vmlinux"), b"\x7fELF").unwrap();
         assert_eq!(file_what(check_files(&s)), ("initrd", d.join("initrd")));
         std::fs::create_dir(d.join("initrd")).unwrap();
         let e = check_files(&s).unwrap_err();
@@ -339,7 +390,7 @@ mod tests {
         let d = dir.path();
         let mut s = spec(d);
         s.initrd = None;
-        std::fs::write(d.join("vmlinux"), b"k").unwrap();
+        std::fs::write(d.join("vmlinux"), b"\x7fELF").unwrap();
         s.memory = MemoryBacking::File {
             path: d.join("mem"),
             shared: false,
@@ -375,7 +426,7 @@ mod tests {
         let d = dir.path();
         let mut s = spec(d);
         s.initrd = None;
-        std::fs::write(d.join("vmlinux"), b"k").unwrap();
+        std::fs::write(d.join("vmlinux"), b"\x7fELF").unwrap();
         let img = d.join("ro.img");
         std::fs::write(&img, b"r").unwrap();
         std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o444)).unwrap();

@@ -143,21 +143,23 @@ fn unpack_source(tree: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf,
 
 fn patch_source(src: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), KernelError> {
     use patches::{TreeState, PATCHES};
-    match patches::tree_state(src, PATCHES) {
+    let from = match patches::tree_state(src, PATCHES) {
         TreeState::Patched => return Ok(()),
-        TreeState::Pristine => {}
+        TreeState::Pristine => 0,
+        TreeState::Partly(n) => n,
         TreeState::Stale => {
             // Another patch set is applied: start again from the tarball.
             let tree = src.parent().unwrap_or(src).to_path_buf();
             std::fs::remove_dir_all(&tree).map_err(io("removing the stale build tree"))?;
             unpack_source(&tree, progress)?;
+            0
         }
-    }
+    };
     progress(&format!(
         "applying {} patch(es) from kernel/patches",
-        PATCHES.len()
+        PATCHES.len() - from
     ));
-    patches::apply(src, PATCHES)
+    patches::apply(src, PATCHES, from)
 }
 
 fn configure(src: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), KernelError> {
