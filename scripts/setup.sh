@@ -26,7 +26,7 @@ if [ "$(qemu_major || true)" = "" ] || [ "$(qemu_major)" -lt 10 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t bookworm-backports qemu-system-x86
 fi
 
-for p in busybox-static build-essential flex bison bc libelf-dev xz-utils linux-source-6.1 llvm-19 cpio e2fsprogs iproute2; do
+for p in busybox-static build-essential flex bison bc libelf-dev xz-utils linux-source-6.1 llvm-19 cpio e2fsprogs iproute2 python3-venv; do
     pkg_ok "$p" || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -19,7 +19,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-spec="${EC1_FIRECRACKER_SPEC:-$here/../../../../shared/firecracker/firecracker.yaml}"
+spec="${EC1_FIRECRACKER_SPEC:-$here/spec/firecracker.yaml}"
 binary=""
 socket=""
 max_examples=25
@@ -44,12 +44,17 @@ if [ ! -f "$spec" ]; then
     exit 2
 fi
 
-if ! command -v st >/dev/null 2>&1 && ! python3 -c 'import schemathesis' 2>/dev/null; then
-    echo "schemathesis.sh: installing schemathesis with pip" >&2
-    python3 -m pip install --quiet "schemathesis==4.32.5"
+# schemathesis lives in a virtual environment of its own in ec1's cache: Debian's
+# system Python refuses `pip install` outside one (PEP 668).
+st_version="4.32.5"
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/ec1/schemathesis-$st_version"
+if [ ! -x "$venv/bin/st" ]; then
+    echo "schemathesis.sh: installing schemathesis $st_version into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$st_version"
 fi
-st_cmd=(st)
-command -v st >/dev/null 2>&1 || st_cmd=(python3 -m schemathesis.cli)
+st_cmd=("$venv/bin/st")
 
 work="$(mktemp -d)"
 server_pid=""
