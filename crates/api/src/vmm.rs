@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use ec1_engine::{
-    DriveUpdate, Engine, EngineError, EngineEvent, EventSink, ExitReason, MemoryBacking, SerialOut,
-    SnapshotSource, SnapshotTarget, VmSpec,
+    DriveUpdate, Engine, EngineError, EngineEvent, EventSink, ExitReason, MemoryBacking,
+    NetOverride, SerialOut, SnapshotSource, SnapshotTarget, VmSpec,
 };
 use serde_json::{json, Value};
 
@@ -628,9 +628,6 @@ impl Vmm {
                 ))
             }
         };
-        if !p.network_overrides.is_empty() {
-            return Err(self.unsupported("network interfaces are"));
-        }
         if p.vsock_override.is_some() {
             return Err(self.unsupported("vsock devices are"));
         }
@@ -669,6 +666,14 @@ impl Vmm {
             state_path: p.snapshot_path,
             mem_path,
             resume: p.resume_vm,
+            net_overrides: p
+                .network_overrides
+                .into_iter()
+                .map(|o| NetOverride {
+                    iface_id: o.iface_id,
+                    tap: o.host_dev_name,
+                })
+                .collect(),
         };
         let t0 = now_us(Clock::Monotonic);
         let engine = (self.opts.engine_factory)(&spec)

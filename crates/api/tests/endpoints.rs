@@ -1207,15 +1207,22 @@ fn snapshot_load() {
         51200,
     );
     let mut c = t.client();
-    let body = r#"{"snapshot_path":"/tmp/s.state","mem_backend":{"backend_type":"File","backend_path":"/tmp/s.mem"}}"#;
+    let body = r#"{"snapshot_path":"/tmp/s.state","mem_backend":{"backend_type":"File","backend_path":"/tmp/s.mem"},"network_overrides":[{"iface_id":"eth0","host_dev_name":"tap9"}]}"#;
     assert_eq!(
         c.bad("PUT", "/snapshot/load", Some(r#"{"snapshot_path":"/s","mem_backend":{"backend_type":"Uffd","backend_path":"/u.sock"}}"#)),
         unsupported("userfaultfd (Uffd) memory backends are")
     );
+    assert!(c
+        .bad(
+            "PUT",
+            "/snapshot/load",
+            Some(r#"{"snapshot_path":"/s","mem_file_path":"/m","network_overrides":[{"iface_id":"eth0"}]}"#)
+        )
+        .contains("host_dev_name"));
     c.ok("PUT", "/snapshot/load", body);
     assert_eq!(
         t.engine.calls(),
-        ["restore /tmp/s.state /tmp/s.mem resume=false"]
+        ["restore /tmp/s.state /tmp/s.mem resume=false eth0->tap9"]
     );
     assert_eq!(c.get("/").body.unwrap()["state"], "Paused");
     assert_eq!(c.bad("PUT", "/snapshot/load", Some(body)), POST_BOOT);

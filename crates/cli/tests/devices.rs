@@ -883,6 +883,69 @@ fn network_interface_on_a_tap_ping_and_tcp() {
 }
 
 #[test]
+fn network_overrides_put_a_restored_guest_on_another_tap() {
+    let snaps = tempfile::Builder::new()
+        .prefix("ec1-netov")
+        .tempdir()
+        .unwrap();
+    let snap = snaps.path().join("vm.snap");
+    let mem = snaps.path().join("vm.mem");
+    {
+        let vm = NetVm::boot("ec1test-netov-a", json!({}));
+        vm.ping();
+        let (code, body) = http(&vm.sock, "PATCH", "/vm", Some(r#"{"state":"Paused"}"#));
+        assert_eq!(code, 204, "{body}");
+        put(
+            &vm.sock,
+            "/snapshot/create",
+            json!({"snapshot_type": "Full", "snapshot_path": snap, "mem_file_path": mem}),
+        );
+    }
+    // The clone's namespace has no `ec1tap0`, only `ec1tap1`: without the override the
+    // restored `eth0` would have no device.
+    let load = |tap: &str, iface: &str| {
+        json!({"snapshot_path": snap,
+               "mem_backend": {"backend_type": "File", "backend_path": mem},
+               "resume_vm": true,
+               "network_overrides": [{"iface_id": iface, "host_dev_name": tap}]})
+        .to_string()
+    };
+    let fresh = |ns: &str| {
+        let dir = tempfile::Builder::new()
+            .prefix("ec1-net")
+            .tempdir()
+            .unwrap();
+        NetVm::spawn(Netns::new(ns, "ec1tap1", "192.168.241.1/30"), dir, &[])
+    };
+    let typo = fresh("ec1test-netov-b");
+    let (code, body) = http(
+        &typo.sock,
+        "PUT",
+        "/snapshot/load",
+        Some(&load("ec1tap1", "eth7")),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("no such network interface (it has: eth0)"),
+        "{body}"
+    );
+    drop(typo);
+    let clone = fresh("ec1test-netov-c");
+    let (code, body) = http(
+        &clone.sock,
+        "PUT",
+        "/snapshot/load",
+        Some(&load("ec1tap1", "eth0")),
+    );
+    assert_eq!(code, 204, "{body}");
+    clone.ping();
+    assert_eq!(
+        clone.exec(&["cat", "/sys/class/net/eth0/address"]).trim(),
+        "06:00:c0:a8:f1:02"
+    );
+}
+
+#[test]
 fn network_rate_limiters_hold_and_can_be_patched() {
     // 1 MiB/s each way; a bucket's worth passes at once.
     const LIMIT: u64 = 1 << 20;

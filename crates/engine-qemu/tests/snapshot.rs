@@ -189,6 +189,7 @@ fn snapshot_restore_clones_and_refusals() {
         state_path: state.clone(),
         mem_path: mem.clone(),
         resume: true,
+        net_overrides: Vec::new(),
     };
     let dirs: Vec<PathBuf> = (0..2)
         .map(|i| {

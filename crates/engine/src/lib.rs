@@ -20,8 +20,8 @@ pub use event::{EngineEvent, EventSink, ExitReason};
 pub use identity::{file_identity, remembered, remembered_path};
 pub use metadata::{MetadataRequest, MetadataResponse, MetadataService, MetadataSpec};
 pub use spec::{
-    CacheType, DriveSpec, DriveUpdate, MemoryBacking, RateLimit, SerialOut, SnapshotSource,
-    SnapshotTarget, TokenBucket, VmSpec,
+    CacheType, DriveSpec, DriveUpdate, MemoryBacking, NetOverride, RateLimit, SerialOut,
+    SnapshotSource, SnapshotTarget, TokenBucket, VmSpec,
 };
 
 use std::time::Duration;
@@ -210,6 +210,7 @@ mod tests {
             state_path: "/s".into(),
             mem_path: "/m".into(),
             resume: true,
+            net_overrides: Vec::new(),
         };
         assert_unsupported(e.snapshot(&target), "snapshots");
         assert_unsupported(

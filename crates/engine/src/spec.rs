@@ -122,4 +122,16 @@ pub struct SnapshotSource {
     pub mem_path: PathBuf,
     /// Resume the vCPUs once restored.
     pub resume: bool,
+    /// Host devices that replace the saved ones of the restored network interfaces
+    /// (Firecracker's `network_overrides`: each clone on a TAP of its own).
+    pub net_overrides: Vec<NetOverride>,
+}
+
+/// A restored network interface's new host device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetOverride {
+    /// The interface, by its id in the snapshot.
+    pub iface_id: String,
+    /// The TAP device it uses from now on.
+    pub tap: String,
 }

@@ -127,6 +127,7 @@ pub(crate) fn restore(
             state_path: dir.join(STATE_FILE),
             mem_path: dir.join(MEM_FILE),
             resume: true,
+            net_overrides: Vec::new(),
         },
         Arc::new(|_| {}),
     )?;

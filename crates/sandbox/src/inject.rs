@@ -230,6 +230,7 @@ mod tests {
             state_path: "/s".into(),
             mem_path: "/m".into(),
             resume: false,
+            net_overrides: Vec::new(),
         };
         e.restore(&spec, &src, Arc::new(|_| {})).unwrap();
         e.update_drive(&DriveUpdate {

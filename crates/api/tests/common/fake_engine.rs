@@ -206,8 +206,13 @@ impl Engine for FakeHandle {
         if !self.0.behaviour.snapshots {
             return Err(self.0.unsupported("snapshot restore"));
         }
+        let nets: String = source
+            .net_overrides
+            .iter()
+            .map(|o| format!(" {}->{}", o.iface_id, o.tap))
+            .collect();
         self.0.record(format!(
-            "restore {} {} resume={}",
+            "restore {} {} resume={}{nets}",
             source.state_path.display(),
             source.mem_path.display(),
             source.resume

@@ -157,7 +157,8 @@ impl QemuEngine {
             );
         }
         check_mem_file(&source.mem_path, snap.machine.mem_mib)?;
-        let spec = snap.machine.restore_spec(host, &source.mem_path);
+        let mut spec = snap.machine.restore_spec(host, &source.mem_path);
+        crate::snapshot::machine::override_nets(&mut spec, &source.net_overrides)?;
         check_spec(&spec)?;
         check_restore_files(&spec)?;
         if host.agent_socket.is_some() && !snap.machine.agent_channel {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ec1_engine::{
     Accel, BalloonSpec, CacheType, Devices, DriveSpec, EngineError, EntropySpec, MemoryBacking,
-    NetSpec, RateLimit, SerialOut, TokenBucket, VmSpec,
+    NetOverride, NetSpec, RateLimit, SerialOut, TokenBucket, VmSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -337,10 +337,59 @@ impl Machine {
     }
 }
 
+/// Puts each restored interface named in `overrides` on its new TAP device
+/// (Firecracker's `network_overrides`). An override for an interface the snapshot does
+/// not have is refused, naming the ones it has: it is a typo, and the clone would
+/// otherwise share the original's TAP.
+pub fn override_nets(spec: &mut VmSpec, overrides: &[NetOverride]) -> Result<(), EngineError> {
+    for o in overrides {
+        let nets = &mut spec.devices.nets;
+        match nets.iter_mut().find(|n| n.id == o.iface_id) {
+            Some(n) => n.tap.clone_from(&o.tap),
+            None => {
+                let have: Vec<&str> = nets.iter().map(|n| n.id.as_str()).collect();
+                return Err(EngineError::InvalidSpec(format!(
+                    "network override for `{}`: the snapshot has no such network interface \
+                     (it has: {})",
+                    o.iface_id,
+                    if have.is_empty() {
+                        "none".to_string()
+                    } else {
+                        have.join(", ")
+                    }
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ec1_engine::VsockSpec;
+
+    #[test]
+    fn network_overrides_change_the_named_interfaces_tap_only() {
+        let mut s = spec();
+        let o = |id: &str, tap: &str| NetOverride {
+            iface_id: id.into(),
+            tap: tap.into(),
+        };
+        override_nets(&mut s, &[o("eth0", "tap7")]).unwrap();
+        assert_eq!(s.devices.nets[0].tap, "tap7");
+        assert_eq!(s.devices.nets[0].mac, Some([2, 0, 0, 0, 0, 1]));
+        let e = override_nets(&mut s, &[o("eth9", "tap8")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("no such network interface (it has: eth0)"),
+            "{e}"
+        );
+        assert_eq!(s.devices.nets[0].tap, "tap7");
+        s.devices.nets.clear();
+        let e = override_nets(&mut s, &[o("eth0", "tap8")]).unwrap_err();
+        assert!(e.to_string().contains("(it has: none)"), "{e}");
+    }
 
     pub(crate) fn spec() -> VmSpec {
         let limit = RateLimit {
