@@ -126,20 +126,13 @@ pub fn build_vm_spec(res: &VmResources, id: &str, run_dir: &Path) -> Result<VmSp
         drives: res.drives.iter().map(drive_spec).collect(),
         serial,
         agent_socket: None,
-        // Guest RAM in a shared file in the run directory: any Firecracker guest may be
-        // snapshotted later (`PUT /snapshot/create`), and the QEMU engine saves RAM by
-        // copying that file (its device state leaves shared file RAM out).
-        memory: MemoryBacking::File {
-            path: run_dir.join(GUEST_RAM_FILE),
-            shared: true,
-        },
+        // Guest RAM the engine can save: any Firecracker guest may be snapshotted later
+        // (`PUT /snapshot/create`).
+        memory: MemoryBacking::Shared,
         run_dir: run_dir.to_path_buf(),
         devices: devices(res),
     })
 }
-
-/// The file in the run directory that holds guest RAM (see [`build_vm_spec`]).
-pub const GUEST_RAM_FILE: &str = "guest.ram";
 
 #[cfg(test)]
 mod tests {
@@ -239,13 +232,7 @@ mod tests {
             10
         );
         assert_eq!(s.serial, SerialOut::Stdio);
-        assert_eq!(
-            s.memory,
-            MemoryBacking::File {
-                path: PathBuf::from("/run/x/guest.ram"),
-                shared: true
-            }
-        );
+        assert_eq!(s.memory, MemoryBacking::Shared);
         assert_eq!(s.run_dir, PathBuf::from("/run/x"));
         assert_eq!(s.agent_socket, None);
 

@@ -253,6 +253,7 @@ mod tests {
             tsc_khz: Some(1000),
             qmp_fd: 7,
             boot_timer_fd: 8,
+            ram_fd: None,
         };
         let full = qemu_args(&spec, &ctx).unwrap();
         let plain = without_pause(full.clone());

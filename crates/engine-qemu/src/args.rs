@@ -75,6 +75,9 @@ pub struct ArgsContext {
     pub qmp_fd: RawFd,
     /// QEMU's end of a connected socket pair that carries the boot-timer port's bytes.
     pub boot_timer_fd: RawFd,
+    /// For [`MemoryBacking::Shared`]: the memfd that QEMU inherits and maps as guest
+    /// RAM (the engine keeps its own descriptor of it to save the RAM).
+    pub ram_fd: Option<RawFd>,
 }
 
 /// Escapes a QEMU option value: a `,` is written `,,`.
@@ -147,8 +150,10 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
     let mut machine = String::from(
         "microvm,acpi=off,x-option-roms=off,isa-serial=on,rtc=on,auto-kernel-cmdline=off",
     );
-    if matches!(spec.memory, MemoryBacking::File { .. })
-        || crate::devices::needs_shared_memory(spec)
+    if matches!(
+        spec.memory,
+        MemoryBacking::File { .. } | MemoryBacking::Shared
+    ) || crate::devices::needs_shared_memory(spec)
     {
         machine.push_str(",memory-backend=mem");
     }
@@ -185,6 +190,18 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
                     ",share=off,readonly=on,rom=off"
                 },
             ),
+        );
+    } else if spec.memory == MemoryBacking::Shared {
+        a.opt(
+            "-object",
+            match ctx.ram_fd {
+                // The engine's memfd, opened by QEMU through its own descriptor table.
+                Some(fd) => format!(
+                    "memory-backend-file,id=mem,size={mem},mem-path=/proc/self/fd/{fd},share=on"
+                ),
+                // Without one (a command line shown, not run): QEMU's own memfd.
+                None => format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+            },
         );
     } else if crate::devices::needs_shared_memory(spec) {
         // A vhost-user backend maps guest RAM from the descriptor QEMU sends it.
@@ -343,6 +360,7 @@ mod tests {
             tsc_khz: Some(2_445_424),
             qmp_fd: 10,
             boot_timer_fd: 11,
+            ram_fd: None,
         }
     }
 

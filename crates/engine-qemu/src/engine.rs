@@ -82,6 +82,8 @@ struct Vm {
     mem_mib: u32,
     /// The machine QEMU runs (a snapshot describes it).
     spec: VmSpec,
+    /// The memfd of [`MemoryBacking::Shared`] guest RAM (QEMU maps its own copy).
+    ram: Option<OwnedFd>,
 }
 
 /// What the engine remembers of the balloon: QEMU reports sizes, not these.
@@ -169,6 +171,7 @@ impl QemuEngine {
             tsc_khz: self.tsc_khz,
             qmp_fd: 3,
             boot_timer_fd: 4,
+            ram_fd: None,
         }
     }
 
@@ -239,9 +242,19 @@ impl QemuEngine {
             .map_err(|e| EngineError::io(format!("connecting to {}", qmp_path.display()), e))?;
         let (boot_ours, boot_qemu) = UnixStream::pair()
             .map_err(|e| EngineError::io("creating the boot-timer socket pair", e))?;
+        let ram = match spec.memory {
+            ec1_engine::MemoryBacking::Shared => Some(crate::memfd::guest_ram(spec.mem_mib)?),
+            _ => None,
+        };
+        let ram_qemu = ram
+            .as_ref()
+            .map(|f| f.try_clone())
+            .transpose()
+            .map_err(|e| EngineError::io("duplicating the guest RAM descriptor", e))?;
         let ctx = ArgsContext {
             qmp_fd: listener.as_raw_fd(),
             boot_timer_fd: boot_qemu.as_raw_fd(),
+            ram_fd: ram_qemu.as_ref().map(|f| f.as_raw_fd()),
             ..self.args_context()
         };
         let args = match incoming {
@@ -304,7 +317,10 @@ impl QemuEngine {
             SpawnConfig {
                 program: self.binary.clone(),
                 args,
-                pass_fds: vec![OwnedFd::from(listener), OwnedFd::from(boot_qemu)],
+                pass_fds: [OwnedFd::from(listener), OwnedFd::from(boot_qemu)]
+                    .into_iter()
+                    .chain(ram_qemu)
+                    .collect(),
                 inherit_stdio: spec.serial == SerialOut::Stdio,
                 thread_name: thread_name(&spec.id),
             },
@@ -401,6 +417,7 @@ impl QemuEngine {
             })),
             mem_mib: spec.mem_mib,
             spec: spec.clone(),
+            ram,
         }))
     }
 }

@@ -35,6 +35,7 @@ mod engine;
 mod exit;
 mod host;
 mod media;
+mod memfd;
 mod net_relays;
 mod process;
 mod qmp;

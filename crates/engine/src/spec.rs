@@ -51,6 +51,11 @@ pub enum SerialOut {
 pub enum MemoryBacking {
     /// Private anonymous memory.
     Anonymous,
+    /// Shared memory with no file behind it, which the engine can still save: the RAM
+    /// of a guest that may be snapshotted later. (A file on disk would make every
+    /// first write of the guest to a page a filesystem write fault, and write guest
+    /// RAM back to the disk.)
+    Shared,
     /// A file mapped shared (writes reach the file; a template source) or private
     /// (copy-on-write; a clone).
     File { path: PathBuf, shared: bool },

@@ -2,7 +2,8 @@
 //! [`Engine::restore`](ec1_engine::Engine::restore) for [`QemuEngine`]; the pieces are
 //! in [`crate::snapshot`].
 
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use ec1_engine::{EngineError, EventSink, MemoryBacking, SnapshotSource, SnapshotTarget, VmSpec};
 
@@ -82,8 +83,12 @@ impl QemuEngine {
         let vm = self.running()?;
         let version = self.version.to_string();
         let machine = Machine::describe(&vm.spec, self.facts(&version))?;
-        let ram = match &vm.spec.memory {
-            MemoryBacking::File { path, shared: true } => path.clone(),
+        let ram = match (&vm.spec.memory, &vm.ram) {
+            (MemoryBacking::File { path, shared: true }, _) => path.clone(),
+            // The engine's own descriptor of the memfd QEMU maps.
+            (MemoryBacking::Shared, Some(fd)) => {
+                PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            }
             _ => {
                 return Err(EngineError::Unsupported {
                     engine: self.name.clone(),
