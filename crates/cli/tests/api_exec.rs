@@ -1,8 +1,12 @@
 //! ec1 as Firecracker driven through its REST API, with the agent injected
-//! (`--inject-agent`), and `ec1 exec` / `ec1 cp` against that VM. One VM is booted for
-//! all the exec tests of this file; each test uses it independently.
+//! (`--inject-agent`), and `ec1 exec` (also `-t`, with and without a local terminal) /
+//! `ec1 cp` against that VM, and pausing it. One VM is booted for all the exec tests of
+//! this file; each test uses it independently (one pauses it for a moment).
 
-use ec1_testkit::{http, kernel, processes_matching, spawn_tied, test_initramfs, wait_for};
+use ec1_testkit::{
+    http, kernel, output_with_input, processes_matching, pseudo_random, remove_at_exit, sha256_hex,
+    spawn_tied, test_initramfs, wait_for,
+};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -13,7 +17,8 @@ use std::time::Duration;
 const EC1: &str = env!("CARGO_BIN_EXE_ec1");
 
 struct SharedVm {
-    dir: tempfile::TempDir,
+    /// Removed when the test process exits.
+    dir: PathBuf,
     sock: PathBuf,
     // Killed (with its engine) when the test process exits: see `spawn_tied`.
     _ec1: std::sync::Mutex<std::process::Child>,
@@ -26,8 +31,10 @@ fn vm() -> &'static SharedVm {
         let dir = tempfile::Builder::new()
             .prefix("ec1-api-exec")
             .tempdir()
-            .unwrap();
-        let sock = dir.path().join("fc.sock");
+            .unwrap()
+            .keep();
+        remove_at_exit(dir.clone());
+        let sock = dir.join("fc.sock");
         let mut cmd = Command::new(EC1);
         cmd.args(["--inject-agent", "--id", "shared_vm", "--api-sock"])
             .arg(&sock)
@@ -62,29 +69,20 @@ fn vm() -> &'static SharedVm {
 }
 
 fn exec(args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
-    let v = vm();
+    exec_with(if stdin.is_some() { &["-i"] } else { &[] }, args, stdin)
+}
+
+/// `ec1 exec` on the shared VM with `flags` (e.g. `-t`) before the command; ec1's
+/// stdin is a pipe that carries `stdin` (if any) and then ends.
+fn exec_with(flags: &[&str], args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
     let mut cmd = Command::new(EC1);
-    cmd.arg("exec").arg("--api-sock").arg(&v.sock);
-    if stdin.is_some() {
-        cmd.arg("-i");
-    }
-    cmd.arg("--")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.map(<[u8]>::to_vec);
-    let writer = std::thread::spawn(move || {
-        if let Some(d) = data {
-            let _ = input.write_all(&d);
-        }
-        drop(input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
+    cmd.arg("exec")
+        .arg("--api-sock")
+        .arg(&vm().sock)
+        .args(flags)
+        .arg("--")
+        .args(args);
+    output_with_input(cmd, stdin.unwrap_or_default())
 }
 
 #[test]
@@ -128,11 +126,11 @@ fn exec_separates_stdout_and_stderr_and_pipes_stdin() {
 fn cp_round_trip_keeps_bytes_and_mode() {
     use std::os::unix::fs::PermissionsExt;
     let v = vm();
-    let src = v.dir.path().join("up.bin");
-    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let src = v.dir.join("up.bin");
+    let data = pseudo_random(50 << 20, 5);
     std::fs::write(&src, &data).unwrap();
-    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let back = v.dir.path().join("down.bin");
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let back = v.dir.join("down.bin");
     let cp = |a: &Path, b: &str, reverse: bool| {
         let mut c = Command::new(EC1);
         c.arg("cp").arg("--api-sock").arg(&v.sock);
@@ -141,7 +139,7 @@ fn cp_round_trip_keeps_bytes_and_mode() {
         } else {
             c.arg(a).arg(b);
         }
-        c.output().unwrap()
+        c.stdin(Stdio::null()).output().unwrap()
     };
     let out = cp(&src, "vm:/tmp/up.bin", false);
     assert!(
@@ -149,10 +147,19 @@ fn cp_round_trip_keeps_bytes_and_mode() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = exec(&["stat", "-c", "%a %s", "/tmp/up.bin"], None);
+    let out = exec(
+        &[
+            "sh",
+            "-c",
+            "stat -c '%a %s' /tmp/up.bin; sha256sum < /tmp/up.bin",
+        ],
+        None,
+    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("640 {}", data.len())
+        String::from_utf8_lossy(&out.stdout),
+        format!("750 {}\n{}  -\n", data.len(), sha256_hex(&data)),
+        "the upload arrived altered: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let out = cp(&back, "vm:/tmp/up.bin", true);
     assert!(
@@ -160,10 +167,178 @@ fn cp_round_trip_keeps_bytes_and_mode() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(std::fs::read(&back).unwrap() == data);
+    let _ = exec(&["rm", "/tmp/up.bin"], None);
+    let got = std::fs::read(&back).unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the download came back altered");
     assert_eq!(
         std::fs::metadata(&back).unwrap().permissions().mode() & 0o777,
-        0o640
+        0o750
+    );
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&back);
+}
+
+#[test]
+fn exec_t_gives_the_command_a_pty_even_without_a_local_terminal() {
+    // ec1's stdin and stdout are pipes here (a script, CI): `-t` still runs the command
+    // on a pty, of the default 24x80 size, with stdin passed as with `-i`, and its one
+    // output stream (the terminal's, so with CRLF line ends) on ec1's stdout.
+    let script = "test -t 0 && test -t 1 && test -t 2 && echo tty; tty; stty size; exit 5";
+    let out = exec_with(&["-t"], &["sh", "-c", script], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{stdout}");
+    let lines: Vec<&str> = stdout.split("\r\n").collect();
+    assert_eq!(lines.len(), 4, "{stdout:?}");
+    assert_eq!(lines[0], "tty", "{stdout:?}");
+    assert!(lines[1].starts_with("/dev/pts/"), "{stdout:?}");
+    assert_eq!((lines[2], lines[3]), ("24 80", ""), "{stdout:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Piped input reaches the pty, which echoes it like a terminal does.
+    let out = exec_with(
+        &["-t"],
+        &["sh", "-c", "read x; echo got:$x"],
+        Some(b"hello\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello\r\ngot:hello\r\n"
+    );
+}
+
+/// A pseudo-terminal for ec1 to run on, as a user's terminal: (master, slave), both
+/// close-on-exec so that no other test's child keeps the slave open.
+fn local_terminal(rows: u16, cols: u16) -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let cloexec = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: posix_openpt returns a new descriptor or -1; it is owned at once.
+    let m = unsafe { libc::posix_openpt(cloexec) };
+    assert!(m >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+    // SAFETY: `m` is a fresh descriptor that nothing else owns.
+    let master = unsafe { std::fs::File::from_raw_fd(m) };
+    // SAFETY: grantpt/unlockpt act only on the master we own.
+    assert_eq!(unsafe { libc::grantpt(m) + libc::unlockpt(m) }, 0);
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: `name` is writable for the length passed.
+    assert_eq!(
+        unsafe { libc::ptsname_r(m, name.as_mut_ptr(), name.len()) },
+        0
+    );
+    // SAFETY: ptsname_r wrote a NUL-terminated path into `name`.
+    let s = unsafe { libc::open(name.as_ptr(), cloexec) };
+    assert!(
+        s >= 0,
+        "opening the pty slave: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `s` is a fresh descriptor that nothing else owns.
+    let slave = unsafe { std::fs::File::from_raw_fd(s) };
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+    assert_eq!(unsafe { libc::ioctl(m, libc::TIOCSWINSZ, &ws) }, 0);
+    (master, slave)
+}
+
+fn termios_of(f: &std::fs::File) -> libc::termios {
+    use std::os::fd::AsRawFd;
+    // SAFETY: termios is plain data, filled by tcgetattr on success.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a pointer to a live termios.
+    assert_eq!(unsafe { libc::tcgetattr(f.as_raw_fd(), &mut t) }, 0);
+    t
+}
+
+#[test]
+fn exec_t_on_a_local_terminal_is_raw_sized_and_restored() {
+    let v = vm();
+    let (mut master, slave) = local_terminal(30, 100);
+    let before = termios_of(&slave);
+    let script = "echo ready; read x; echo got:$x; stty size";
+    let mut child = Command::new(EC1)
+        .arg("exec")
+        .arg("--api-sock")
+        .arg(&v.sock)
+        .args(["-t", "--", "sh", "-c", script])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let mut reader = master.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    // Ends with EIO once no one holds the slave (ec1 has exited, ours is dropped).
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let read_until = |needle: &str, seen: &mut Vec<u8>| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !String::from_utf8_lossy(seen).contains(needle) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => seen.extend(chunk),
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    let ready = read_until("ready\r\n", &mut seen);
+    if !ready {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        ready,
+        "no prompt from the guest: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    // ec1 put the local terminal in raw mode before starting the command.
+    let during = termios_of(&slave);
+    // Enter sends CR; the guest's terminal turns it into a line end and echoes it.
+    master.write_all(b"hello\r").unwrap();
+    let status = wait_for(Duration::from_secs(30), || child.try_wait().unwrap());
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let status = status.expect("ec1 exec -t did not exit");
+    let after = termios_of(&slave);
+    drop(slave);
+    let finished = read_until("30 100\r\n", &mut seen);
+    drop(rx);
+    reader.join().unwrap();
+    assert!(
+        status.success(),
+        "{status:?}: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    assert!(finished, "{:?}", String::from_utf8_lossy(&seen));
+    assert_eq!(during.c_lflag & (libc::ICANON | libc::ECHO), 0, "not raw");
+    assert_eq!(
+        String::from_utf8_lossy(&seen),
+        "ready\r\nhello\r\ngot:hello\r\n30 100\r\n",
+        "the guest's pty has the local terminal's size"
+    );
+    assert_eq!(
+        (after.c_iflag, after.c_oflag, after.c_lflag),
+        (before.c_iflag, before.c_oflag, before.c_lflag),
+        "ec1 left the local terminal changed"
     );
 }
 
@@ -191,6 +366,58 @@ fn api_reports_state_and_refuses_pre_boot_calls_after_start() {
     assert!(body.contains("fault_message"), "{body}");
     let out = exec(&["nproc"], None);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+}
+
+/// The guest's `/proc/uptime`, in seconds.
+fn guest_uptime() -> f64 {
+    let out = exec(&["cat", "/proc/uptime"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an uptime: {text:?} {out:?}"))
+}
+
+/// Resumes the VM on `.0` when dropped, so that a failing test leaves the shared VM
+/// running for the others.
+struct ResumeOnDrop<'a>(&'a Path);
+
+impl Drop for ResumeOnDrop<'_> {
+    fn drop(&mut self) {
+        let (code, body) = http(self.0, "PATCH", "/vm", Some(r#"{"state":"Resumed"}"#));
+        if !std::thread::panicking() {
+            assert_eq!(code, 204, "{body}");
+        }
+    }
+}
+
+#[test]
+fn a_paused_guest_is_reported_paused_and_its_clock_stops() {
+    // The only test that pauses the shared VM (others may see it paused, and wait).
+    let v = vm();
+    let state = || {
+        let (code, body) = http(&v.sock, "GET", "/", None);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["state"].clone()
+    };
+    assert_eq!(state(), "Running");
+    let t0 = std::time::Instant::now();
+    let up0 = guest_uptime();
+    let (code, body) = http(&v.sock, "PATCH", "/vm", Some(r#"{"state":"Paused"}"#));
+    assert_eq!(code, 204, "{body}");
+    let paused = ResumeOnDrop(&v.sock);
+    assert_eq!(state(), "Paused");
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(paused);
+    assert_eq!(state(), "Running");
+    let up1 = guest_uptime();
+    let wall = t0.elapsed().as_secs_f64();
+    // Everything between the two readings but the pause counts for the guest.
+    assert!(
+        up1 - up0 < wall - 1.0,
+        "the guest's clock ran on while paused: guest {:.2} s, wall {wall:.2} s",
+        up1 - up0
+    );
 }
 
 /// Reads ec1's stdout (the serial console) on a thread, forwarding lines.
@@ -256,6 +483,11 @@ fn pause_resume_ctrl_alt_del_and_vm_config_round_trip() {
         Some(r#"{"action_type":"InstanceStart"}"#),
     );
     assert_eq!(code, 204, "{body}");
+    let (_, body) = http(&sock, "GET", "/", None);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["state"],
+        "Running"
+    );
     let first = wait_line(&console, "EC1TEST cpus=");
     wait_line(&console, "EC1TEST tick");
 

@@ -1,9 +1,9 @@
 //! Snapshots and boot templates through the `ec1` binary: Firecracker's
 //! `PUT /snapshot/create` and `/snapshot/load` across two ec1 processes,
-//! `--describe-snapshot`, and `ec1 run`'s templates (reuse, rebuild on a changed kernel
-//! or agent, `--cold`, `ec1 template ls|prune`).
+//! `--describe-snapshot`, and `ec1 run`: its templates (reuse, rebuild on a changed
+//! kernel or agent, `--cold`, `ec1 template ls|prune`), its stdin, output and status.
 
-use ec1_testkit::{http, kernel, spawn_tied, wait_for};
+use ec1_testkit::{http, kernel, output_with_input, spawn_tied, wait_for};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -140,16 +140,20 @@ fn firecracker_snapshot_create_and_load_in_a_fresh_process() {
     assert_eq!(ok(&exec(&c.sock, "echo $((6 * 7))")), "42\n");
 }
 
-/// `ec1 run` with its cache in `xdg` (so templates are this test's own).
-fn run(xdg: &Path, ec1: &Path, args: &[&str]) -> (String, String) {
-    let out = Command::new(ec1)
-        .env("XDG_CACHE_HOME", xdg)
+/// `ec1 run` with its cache in `xdg` (so templates are this test's own), `input` on
+/// its stdin; whatever its status.
+fn run_output(xdg: &Path, ec1: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut cmd = Command::new(ec1);
+    cmd.env("XDG_CACHE_HOME", xdg)
         .arg("run")
         .args(["--engine", "qemu-tcg", "--mem", "128", "--timings"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .args(args);
+    output_with_input(cmd, input)
+}
+
+/// [`run_output`] of a command that must succeed, with no input: (stdout, stderr).
+fn run(xdg: &Path, ec1: &Path, args: &[&str]) -> (String, String) {
+    let out = run_output(xdg, ec1, args, b"");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{args:?}: {stderr}");
     (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
@@ -224,6 +228,59 @@ fn run_reuses_templates_and_rebuilds_them_when_an_input_changes() {
         .to_string();
     assert!(template(&xdg, &["rm", &key[..8]]).starts_with("removed "));
     assert_eq!(template(&xdg, &["ls"]).lines().count(), 1);
+}
+
+#[test]
+fn run_passes_stdin_and_exits_with_the_commands_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let xdg = tmp.path().join("cache");
+    let k = kernel();
+    let ks = k.to_str().unwrap();
+    let ec1 = Path::new(EC1);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    // The first run builds the template (one cold boot); the others restore it.
+    let out = run_output(
+        &xdg,
+        ec1,
+        &["--kernel", ks, "--", "sh", "-c", "cat; exit 3"],
+        b"hello",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello");
+    assert!(
+        text(&out.stderr).contains("template built first"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run_output(
+        &xdg,
+        ec1,
+        &["--kernel", ks, "--", "sh", "-c", "echo err >&2; exit 1"],
+        b"",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(text(&out.stdout), "", "stderr went to stdout");
+    // The command's stderr, then ec1's own --timings report.
+    let rest = stderr
+        .strip_prefix("err\n")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        rest.lines().all(|l| l.starts_with("ec1 timings: ")),
+        "{stderr}"
+    );
+    assert!(rest.starts_with("ec1 timings: template "), "{stderr}");
+    assert!(!rest.contains("built first"), "{stderr}");
+
+    let out = run_output(
+        &xdg,
+        ec1,
+        &["--kernel", ks, "--", "sh", "-c", "kill -9 $$"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
 }
 
 #[test]

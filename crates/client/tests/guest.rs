@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::{pseudo_random, sha256_hex, Guest};
+use common::Guest;
 use ec1_client::{Command, Error, ErrorCode};
+use ec1_testkit::{pseudo_random, sha256_hex};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::OnceLock;

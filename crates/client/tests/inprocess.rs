@@ -4,7 +4,6 @@
 use ec1_agent::{default_env, Config, DirectReaper, Server};
 use ec1_client::{Client, Command, Error, ErrorCode};
 use ec1_proto::{write_frame, write_msg, Kind, Msg};
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -155,7 +154,7 @@ fn stdin_is_streamed_with_backpressure() {
     let data: Vec<u8> = (0..5_000_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
-    let want = format!("{:x}", Sha256::digest(&data));
+    let want = ec1_testkit::sha256_hex(&data);
     let t = std::thread::spawn(move || {
         stdin.write_all(&data).unwrap();
         stdin.close().unwrap();

@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::{sha256_hex, Guest};
+use common::Guest;
 use ec1_engine::{CacheType, DriveSpec, Engine};
+use ec1_testkit::sha256_hex;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Boot templates with real guests (TCG): the first start builds the template, later
-//! starts restore it; clones are distinct (random bytes, host name, clock), many run at
-//! once, a changed input makes a new template, and a broken one falls back to a cold
-//! boot. The guests share one template where they can: a build is a cold boot.
+//! starts restore it (also when several first starts race); clones are distinct (random
+//! bytes, host name, clock), many run at once, a changed input makes a new template,
+//! and a broken one falls back to a cold boot. The guests share one template where they can: a build is a cold boot.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -210,4 +210,57 @@ fn broken_templates_and_writable_roots_boot_cold() {
     );
     sb.shutdown().unwrap();
     assert!(cache.list().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_first_starts_build_one_template() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = TemplateCache::at(tmp.path().join("templates"));
+    let o = opts();
+    // Three starts of one key at once on an empty cache: one builds, all restore.
+    let go = std::sync::Barrier::new(3);
+    let firsts: Vec<Sandbox> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    go.wait();
+                    Sandbox::from_template(&o, &cache)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    let k = key(&firsts[0]);
+    let built = firsts
+        .iter()
+        .filter(|sb| sb.restore_timings().unwrap().build.is_some())
+        .count();
+    assert_eq!(built, 1, "the template was built {built} times");
+    for (i, sb) in firsts.iter().enumerate() {
+        assert_eq!(key(sb), k);
+        assert_eq!(sh(sb, &format!("echo ok {i}")), format!("ok {i}\n"));
+    }
+    for sb in firsts {
+        sb.shutdown().unwrap();
+    }
+    let templates = cache.list().unwrap();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    assert_eq!(templates[0].key, k);
+    assert!(templates[0].stale.is_empty(), "{templates:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(cache.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".build-") || n.starts_with(".trash-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "build directories left: {leftovers:?}"
+    );
+
+    // A later start restores that template.
+    let sb = Sandbox::from_template(&o, &cache).unwrap();
+    assert_eq!(key(&sb), k);
+    assert!(sb.restore_timings().unwrap().build.is_none());
+    assert_eq!(sh(&sb, "echo ok"), "ok\n");
+    sb.shutdown().unwrap();
 }

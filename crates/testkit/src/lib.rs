@@ -37,11 +37,16 @@ fn scratch_suffix() -> String {
         .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "")
 }
 
-fn short_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)[..8]
+/// The SHA-256 of `bytes` in lower-case hex, as `sha256sum` prints it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+fn short_hash(bytes: &[u8]) -> String {
+    sha256_hex(bytes)[..16].to_string()
 }
 
 /// Builds `fixtures/test_init.rs` into a static binary (once per source version).
@@ -216,6 +221,66 @@ pub fn spawn_tied(mut cmd: Command) -> std::process::Child {
     let (tx, rx) = channel();
     spawner.lock().unwrap().send((cmd, tx)).unwrap();
     rx.recv().unwrap().expect("spawning a test child")
+}
+
+/// `len` bytes that look random (xorshift64 from `seed`), the same on every run: test
+/// payloads that both sides can check and that no layer can compress away.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Removes `dir` when the test process exits: for a fixture shared by a file's tests,
+/// which lives in a `static` and so is never dropped.
+pub fn remove_at_exit(dir: PathBuf) {
+    use std::sync::{Mutex, Once};
+    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static ONCE: Once = Once::new();
+    DIRS.lock().unwrap().push(dir);
+    extern "C" fn cleanup() {
+        if let Ok(dirs) = DIRS.lock() {
+            for d in dirs.iter() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+    ONCE.call_once(|| {
+        // SAFETY: registers a plain `extern "C"` function with atexit.
+        unsafe { libc::atexit(cleanup) };
+    });
+}
+
+/// Runs `cmd` to the end with `input` on its stdin (a pipe, closed after it) and its
+/// stdout and stderr captured. The input is written on a thread, so a command that
+/// fills its output before reading all of its input cannot deadlock.
+pub fn output_with_input(mut cmd: Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning a test command");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        // The command may exit without reading it all.
+        let _ = stdin.write_all(&data);
+    });
+    let out = child
+        .wait_with_output()
+        .expect("waiting for a test command");
+    writer.join().unwrap();
+    out
 }
 
 /// Makes `img`, an ext4 filesystem of `size` (`mkfs.ext4` units, e.g. `16M`) holding

@@ -46,7 +46,7 @@ impl Guest {
             .join(format!("ec1-client-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        register_cleanup(dir.clone());
+        ec1_testkit::remove_at_exit(dir.clone());
         let opts = ec1_guest::initramfs::Options::from_env().expect("a cache directory");
         let initrd = ec1_guest::initramfs::combined_initrd(None, &opts)
             .unwrap_or_else(|e| panic!("building the agent initramfs: {e}"));
@@ -135,45 +135,4 @@ impl Guest {
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
-}
-
-/// Directories to remove when the test process exits (a shared guest lives in a
-/// `static`, which is never dropped; QEMU itself dies with this process, see
-/// `PR_SET_PDEATHSIG` in the engine).
-fn register_cleanup(dir: PathBuf) {
-    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    DIRS.lock().unwrap().push(dir);
-    extern "C" fn cleanup() {
-        if let Ok(dirs) = DIRS.lock() {
-            for d in dirs.iter() {
-                let _ = std::fs::remove_dir_all(d);
-            }
-        }
-    }
-    ONCE.call_once(|| {
-        // SAFETY: registering a plain `extern "C"` function with atexit.
-        unsafe { libc::atexit(cleanup) };
-    });
-}
-
-/// A deterministic pseudo-random byte stream (xorshift), for payloads both sides can
-/// check.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-/// Hex SHA-256.
-pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{:x}", Sha256::digest(data))
 }
