@@ -1,6 +1,7 @@
 //! `ec1 exec`: run a command in a VM that a running `ec1 --inject-agent` serves.
 
 use crate::args::ExecArgs;
+use crate::signals::{self, Blocked};
 use crate::stdio;
 use ec1_client::{Client, ConnectOptions};
 use ec1_guest::lock::FileLock;
@@ -59,11 +60,29 @@ pub fn connect(api_sock: &std::path::Path) -> Result<AgentConnection, String> {
 }
 
 fn run_inner(args: &ExecArgs) -> Result<i32, String> {
+    // Before any thread starts. With a pty, a resized local terminal resizes the
+    // guest's.
+    let mut wanted = signals::TERMINATION.to_vec();
+    if args.tty {
+        wanted.push(libc::SIGWINCH);
+    }
+    let signals = Blocked::block(&wanted).map_err(|e| format!("blocking signals: {e}"))?;
     let pty = args.tty.then(|| terminal_size().unwrap_or((24, 80)));
     let cmd = stdio::guest_command(&args.guest, args.interactive || args.tty, pty)?;
     let conn = connect(&args.api_sock)?;
     let _raw = if args.tty { RawTerminal::enter() } else { None };
     let p = conn.client.spawn(&cmd).map_err(|e| e.to_string())?;
+    let ctl = p.controller();
+    signals::forward(signals, move |sig| {
+        let _ = match sig {
+            libc::SIGWINCH => match terminal_size() {
+                Some((rows, cols)) => ctl.resize(rows, cols),
+                None => Ok(()),
+            },
+            _ => ctl.signal(sig),
+        };
+    })
+    .map_err(|e| format!("starting the signal thread: {e}"))?;
     let status = stdio::stream(p).map_err(|e| e.to_string())?;
     Ok(stdio::exit_code(&status))
 }

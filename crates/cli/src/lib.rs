@@ -7,6 +7,7 @@ mod exec_cmd;
 mod kernel_cmd;
 mod pool_cmd;
 mod run_cmd;
+mod signals;
 mod stdio;
 mod template_cmd;
 mod vmm_cmd;

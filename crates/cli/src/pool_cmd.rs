@@ -3,6 +3,7 @@
 
 use crate::args::PoolArgs;
 use crate::run_cmd::sandbox_options;
+use crate::signals::Blocked;
 use ec1_sandbox::pool::{serve, PoolInfo};
 use ec1_sandbox::TemplateCache;
 use std::path::PathBuf;
@@ -19,29 +20,11 @@ pub fn run(args: &PoolArgs) -> i32 {
     }
 }
 
-/// SIGINT and SIGTERM, blocked in every thread so that one thread takes them with
-/// `sigwait` (no async-signal-safety constraints on what it then does).
-fn termination_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill the local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        set
-    }
-}
-
 fn run_inner(args: &PoolArgs) -> Result<(), Box<dyn std::error::Error>> {
     let cache = TemplateCache::default_location()?;
     let opts = sandbox_options(&args.machine);
-    let set = termination_signals();
-    // SAFETY: blocks the signals in this thread (and the threads it starts); `set` is
-    // a valid, initialised signal set.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(rc).into());
-    }
+    // Before any thread starts, so that the signal thread alone takes them.
+    let signals = Blocked::block(&[libc::SIGINT, libc::SIGTERM])?;
     let stop = Arc::new(AtomicBool::new(false));
     let socket: Arc<Mutex<Option<PathBuf>>> = Arc::default();
     {
@@ -49,9 +32,7 @@ fn run_inner(args: &PoolArgs) -> Result<(), Box<dyn std::error::Error>> {
         std::thread::Builder::new()
             .name("ec1-pool-signals".into())
             .spawn(move || {
-                let mut sig = 0;
-                // SAFETY: `set` is a valid signal set; `sig` is a writable int.
-                unsafe { libc::sigwait(&set, &mut sig) };
+                let sig = signals.wait();
                 eprintln!("ec1 pool: stopping (signal {sig})");
                 stop.store(true, Ordering::SeqCst);
                 // Wake the accept loop.

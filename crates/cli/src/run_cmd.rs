@@ -1,6 +1,7 @@
 //! `ec1 run`: boot a fresh microVM, run one command, exit with its status.
 
 use crate::args::{MachineArgs, ModeArg, RunArgs};
+use crate::signals::{self, Blocked};
 use crate::stdio;
 use ec1_sandbox::{RootMode, Sandbox, SandboxOptions, TemplateCache};
 use std::time::Instant;
@@ -38,6 +39,8 @@ pub(crate) fn sandbox_options(args: &MachineArgs) -> SandboxOptions {
 }
 
 fn run_inner(args: &RunArgs) -> Result<i32, Box<dyn std::error::Error>> {
+    // Before any thread starts: a signal during the boot waits for the command.
+    let signals = Blocked::block(signals::TERMINATION)?;
     let cmd = stdio::guest_command(&args.guest, true, None)?;
     let opts = sandbox_options(&args.machine);
     let sandbox = if args.cold {
@@ -47,6 +50,10 @@ fn run_inner(args: &RunArgs) -> Result<i32, Box<dyn std::error::Error>> {
     };
     let t = Instant::now();
     let process = sandbox.client().spawn(&cmd)?;
+    let ctl = process.controller();
+    signals::forward(signals, move |sig| {
+        let _ = ctl.signal(sig);
+    })?;
     let status = stdio::stream(process)?;
     let command_time = t.elapsed();
     let boot = *sandbox.timings();

@@ -6,7 +6,7 @@
 //! timings do not overlap.
 
 use ec1_testkit::{
-    http, kernel, processes_matching, spawn_tied, vsock_tool_initramfs, wait_for,
+    http, kernel, processes_matching, remove_at_exit, spawn_tied, vsock_tool_initramfs, wait_for,
     VSOCK_TOOL_GUEST_PATH,
 };
 use serde_json::{json, Value};
@@ -24,7 +24,6 @@ const RNG_BYTES: u64 = 20_000;
 const RNG_PERIOD_MS: u64 = 100;
 
 struct SharedVm {
-    _dir: tempfile::TempDir,
     sock: PathBuf,
     vsock: PathBuf,
 }
@@ -43,9 +42,15 @@ fn put(sock: &Path, path: &str, body: Value) {
 fn vm() -> &'static SharedVm {
     static VM: OnceLock<SharedVm> = OnceLock::new();
     VM.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("ec1-dev").tempdir().unwrap();
-        let sock = dir.path().join("fc.sock");
-        let vsock = dir.path().join("v.sock");
+        // The fixture lives in a static, which is never dropped.
+        let dir = tempfile::Builder::new()
+            .prefix("ec1-dev")
+            .tempdir()
+            .unwrap()
+            .keep();
+        remove_at_exit(dir.clone());
+        let sock = dir.join("fc.sock");
+        let vsock = dir.join("v.sock");
         let mut cmd = Command::new(EC1);
         cmd.args(["--inject-agent", "--id", "devices", "--api-sock"])
             .arg(&sock)
@@ -88,11 +93,7 @@ fn vm() -> &'static SharedVm {
             json!({"guest_cid": 3, "uds_path": vsock}),
         );
         put(&sock, "/actions", json!({"action_type": "InstanceStart"}));
-        SharedVm {
-            _dir: dir,
-            sock,
-            vsock,
-        }
+        SharedVm { sock, vsock }
     })
 }
 

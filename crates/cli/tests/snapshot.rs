@@ -231,7 +231,7 @@ fn run_reuses_templates_and_rebuilds_them_when_an_input_changes() {
 }
 
 #[test]
-fn run_passes_stdin_and_exits_with_the_commands_status() {
+fn run_passes_stdin_and_signals_and_exits_with_the_commands_status() {
     let tmp = tempfile::tempdir().unwrap();
     let xdg = tmp.path().join("cache");
     let k = kernel();
@@ -281,6 +281,57 @@ fn run_passes_stdin_and_exits_with_the_commands_status() {
     );
     assert_eq!(out.status.code(), Some(128 + 9), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "");
+
+    // SIGTERM and SIGINT to ec1 reach the command, which decides how to end; ec1
+    // exits with its status and leaves nothing in its temporary directory.
+    use std::io::{BufRead, BufReader};
+    for (sig, script, code, said) in [
+        (
+            libc::SIGTERM,
+            "trap 'echo got TERM; exit 7' TERM; echo started; while :; do sleep 0.1; done",
+            7,
+            "got TERM\n",
+        ),
+        (
+            libc::SIGINT,
+            "echo started; exec sleep 60",
+            128 + libc::SIGINT,
+            "",
+        ),
+    ] {
+        let run_tmp = tmp.path().join(format!("tmp-{sig}"));
+        std::fs::create_dir(&run_tmp).unwrap();
+        let mut child = Command::new(EC1)
+            .env("XDG_CACHE_HOME", &xdg)
+            .env("TMPDIR", &run_tmp)
+            .args([
+                "run", "--engine", "qemu-tcg", "--mem", "128", "--kernel", ks,
+            ])
+            .args(["--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, "started\n");
+        // SAFETY: kill(2) on the child we spawned and have not reaped.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        let status = wait_for(Duration::from_secs(30), || child.try_wait().unwrap())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ec1 run did not end after signal {sig}")
+            });
+        assert_eq!(status.code(), Some(code), "signal {sig}");
+        assert_eq!(rest, said, "signal {sig}");
+        let left: Vec<_> = std::fs::read_dir(&run_tmp).unwrap().collect();
+        assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+    }
 }
 
 #[test]

@@ -46,6 +46,6 @@ pub use conn::{Client, ConnectOptions};
 pub use ec1_proto::{ErrorCode, ReadyInfo, Refresh};
 pub use error::{Error, Result};
 pub use files::FileMeta;
-pub use process::{Output, OutputStream, Process, Stdin};
+pub use process::{Controller, Output, OutputStream, Process, Stdin};
 pub use refresh::{fresh_refresh, Refreshed, REFRESH_ENTROPY};
 pub use status::ExitStatus;

@@ -141,11 +141,15 @@ impl Process {
         self.stderr.take()
     }
 
+    /// A handle that signals or resizes the command from another thread (e.g. one
+    /// that forwards the signals ec1 itself receives) while this one streams it.
+    pub fn controller(&self) -> Controller {
+        Controller { g: self.g.clone() }
+    }
+
     /// Sends `signal` to the command's process group.
     pub fn signal(&self, signal: i32) -> Result<()> {
-        self.g
-            .inner()
-            .send_msg(self.g.session().id, &Msg::Signal { signal })
+        self.controller().signal(signal)
     }
 
     /// Kills the command's process group (SIGKILL).
@@ -155,9 +159,7 @@ impl Process {
 
     /// Changes the terminal size of a pty session.
     pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
-        self.g
-            .inner()
-            .send_msg(self.g.session().id, &Msg::Resize(PtySize { rows, cols }))
+        self.controller().resize(rows, cols)
     }
 
     /// Waits for the command to end. Closes stdin first if it is still held here.
@@ -372,5 +374,28 @@ impl Drop for OutputStream {
         let s = self.g.session();
         let credit = buf_of(&mut s.lock(), self.stream).set_discard();
         self.g.inner().credit(s.id, self.stream, credit);
+    }
+}
+
+/// Signals and resizes a running command; see [`Process::controller`]. Like every
+/// handle it keeps the command alive while it exists.
+#[derive(Clone)]
+pub struct Controller {
+    g: Arc<Guard>,
+}
+
+impl Controller {
+    /// Sends `signal` to the command's process group.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.g
+            .inner()
+            .send_msg(self.g.session().id, &Msg::Signal { signal })
+    }
+
+    /// Changes the terminal size of a pty session.
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
+        self.g
+            .inner()
+            .send_msg(self.g.session().id, &Msg::Resize(PtySize { rows, cols }))
     }
 }
