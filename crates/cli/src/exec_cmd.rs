@@ -4,7 +4,6 @@ use crate::args::ExecArgs;
 use crate::signals::{self, Blocked};
 use crate::stdio;
 use ec1_client::{Client, ConnectOptions};
-use ec1_guest::lock::FileLock;
 use ec1_sandbox::agent_socket_for;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -19,18 +18,14 @@ pub fn run(args: &ExecArgs) -> i32 {
     }
 }
 
-/// A connection to a VM's agent, held exclusively.
+/// A connection to a VM's agent.
 pub struct AgentConnection {
     pub client: Client,
-    // Released after the client is dropped (fields drop in order).
-    _lock: FileLock,
 }
 
-/// Connects to the agent of the VM served on `api_sock`.
-///
-/// The engine's agent channel takes one host connection at a time (QEMU's chardev
-/// socket), so concurrent `ec1 exec`/`ec1 cp` processes queue on a lock file beside
-/// the socket instead of stalling each other's handshakes.
+/// Connects to the agent of the VM served on `api_sock`. The socket is ec1's
+/// multiplexer over the VM's agent channel: any number of `ec1 exec`/`ec1 cp`
+/// processes connect at once.
 pub fn connect(api_sock: &std::path::Path) -> Result<AgentConnection, String> {
     let socket = agent_socket_for(api_sock);
     if !socket.exists() {
@@ -39,24 +34,13 @@ pub fn connect(api_sock: &std::path::Path) -> Result<AgentConnection, String> {
             socket.display()
         ));
     }
-    let mut lock_path = socket.clone().into_os_string();
-    lock_path.push(".lock");
-    let lock = FileLock::exclusive(std::path::Path::new(&lock_path)).map_err(|e| {
-        format!(
-            "locking {}: {e}",
-            std::path::Path::new(&lock_path).display()
-        )
-    })?;
     let opts = ConnectOptions {
         connect_timeout: Duration::from_secs(5),
         ready_timeout: Duration::from_secs(30),
     };
     let client =
         Client::connect(&socket, &opts).map_err(|e| format!("{}: {e}", socket.display()))?;
-    Ok(AgentConnection {
-        client,
-        _lock: lock,
-    })
+    Ok(AgentConnection { client })
 }
 
 fn run_inner(args: &ExecArgs) -> Result<i32, String> {

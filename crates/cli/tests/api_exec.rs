@@ -104,6 +104,62 @@ fn exec_returns_exit_codes_and_signals() {
 }
 
 #[test]
+fn execs_run_side_by_side_and_a_vanished_client_loses_only_its_command() {
+    use std::io::{BufRead, BufReader, Write};
+    let sock = &vm().sock;
+    let spawn = |args: &[&str]| {
+        Command::new(EC1)
+            .arg("exec")
+            .arg("--api-sock")
+            .arg(sock)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Holds its session until its stdin ends.
+    let mut long = spawn(&["-i", "--", "sh", "-c", "echo up; cat >/dev/null; echo done"]);
+    let mut out = BufReader::new(long.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "up\n");
+    // Meanwhile other execs start and finish.
+    for i in 0..3 {
+        let o = exec(&["sh", "-c", &format!("echo $(({i} * 2))")], None);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{}\n", i * 2));
+    }
+    long.stdin.take().unwrap().write_all(b"bye").unwrap(); // then EOF
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "done\n");
+    assert!(long.wait().unwrap().success());
+
+    // A client killed mid-command: its command goes, the others' sessions stay.
+    let pid_file = format!("/tmp/victim-{}", std::process::id());
+    let mut victim = spawn(&[
+        "--",
+        "sh",
+        "-c",
+        &format!("echo $$ > {pid_file}; echo up; exec sleep 600"),
+    ]);
+    let mut out = BufReader::new(victim.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "up\n");
+    victim.kill().unwrap(); // SIGKILL: ec1 exec gets no chance to say goodbye
+    victim.wait().unwrap();
+    let gone = wait_for(Duration::from_secs(10), || {
+        let o = exec(&["sh", "-c", &format!("kill -0 $(cat {pid_file})")], None);
+        (!o.status.success()).then_some(())
+    });
+    assert!(gone.is_some(), "the vanished client's command still runs");
+    let o = exec(&["rm", &pid_file], None);
+    assert!(o.status.success());
+}
+
+#[test]
 fn exec_separates_stdout_and_stderr_and_pipes_stdin() {
     let out = exec(&["sh", "-c", "echo to-out; echo to-err >&2"], None);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "to-out\n");

@@ -188,13 +188,27 @@ fn entropy_is_readable_and_rate_limited() {
     );
 }
 
+/// The RSS of the QEMU that the ec1 serving `sock` runs.
 fn qemu_rss_kib(sock: &Path) -> u64 {
     let needle = sock.to_str().unwrap();
-    let pids: Vec<u32> = processes_matching(needle)
-        .into_iter()
+    let ec1s = processes_matching(needle);
+    let parent = |p: &str| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        // "pid (comm) state ppid ...": the comm may hold spaces, the rest does not.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let pids: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/comm"))
                 .is_ok_and(|c| c.starts_with("qemu-system"))
+                && parent(p).is_some_and(|pp| ec1s.contains(&pp))
         })
         .collect();
     assert_eq!(pids.len(), 1, "one QEMU for {needle}: {pids:?}");

@@ -114,80 +114,7 @@ impl Client {
     /// hello, waits up to `ready_timeout` for the matching ready, then starts the reader.
     pub fn handshake(stream: UnixStream, ready_timeout: Duration) -> Result<Client> {
         let io = |context| move |source| Error::Io { context, source };
-        let mut w = stream.try_clone().map_err(io("duplicating the socket"))?;
-        // The channel carries one host connection at a time and the guest may still
-        // be dropping the previous one's bytes when ours arrive, so a hello can be
-        // lost: say it again every HELLO_RETRY until the agent answers any of them.
-        let mut nonces = Vec::new();
-        let say_hello = |w: &mut UnixStream, nonces: &mut Vec<u64>| -> Result<Instant> {
-            let nonce = random_u64();
-            nonces.push(nonce);
-            write_preamble(w).map_err(io("writing to the agent"))?;
-            write_msg(
-                w,
-                0,
-                &Msg::Hello {
-                    min_version: MIN_PROTOCOL_VERSION,
-                    max_version: PROTOCOL_VERSION,
-                    nonce,
-                },
-            )
-            .map_err(io("writing to the agent"))?;
-            Ok(Instant::now() + HELLO_RETRY)
-        };
-        let mut next_hello = say_hello(&mut w, &mut nonces)?;
-        let deadline = Instant::now() + ready_timeout;
-        let mut reader = FrameReader::new(stream);
-        let ready = loop {
-            let now = Instant::now();
-            let left = deadline.saturating_duration_since(now);
-            if left.is_zero() {
-                return Err(Error::ReadyTimeout(ready_timeout));
-            }
-            if now >= next_hello {
-                next_hello = say_hello(&mut w, &mut nonces)?;
-            }
-            let wait = left.min(next_hello.saturating_duration_since(now));
-            reader
-                .get_ref()
-                .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
-                .map_err(io("setting a timeout"))?;
-            let ev = match reader.next_event() {
-                Ok(ev) => ev,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(io("reading from the agent")(e)),
-            };
-            match ev {
-                ReadEvent::Frame(raw) => match Frame::parse(raw) {
-                    // Anything else is left over from an earlier connection.
-                    Ok(Frame::Control {
-                        msg: Msg::Ready(r), ..
-                    }) if nonces.contains(&r.nonce) => break r,
-                    Ok(Frame::Control {
-                        session: 0,
-                        msg:
-                            Msg::Error {
-                                code: ErrorCode::Version,
-                                message,
-                            },
-                    }) => return Err(Error::Version(message)),
-                    _ => {}
-                },
-                ReadEvent::Lost(_) => {}
-                ReadEvent::Eof => {
-                    return Err(Error::Disconnected(
-                        "the agent socket closed before the agent answered".into(),
-                    ))
-                }
-            }
-        };
+        let (w, reader, ready) = hello(stream, ready_timeout)?;
         // The guest's own clock: when the agent began (the kernel reached /init) and
         // when it was ready, as the guest's uptime.
         ec1_trace::event!(
@@ -197,10 +124,6 @@ impl Client {
             guest_agent_ready_us = ready.agent_ready_ns / 1000,
             guest_uptime_us = ready.uptime_ns / 1000
         );
-        reader
-            .get_ref()
-            .set_read_timeout(None)
-            .map_err(io("clearing the timeout"))?;
         let inner = Arc::new(Inner {
             writer: Mutex::new(w),
             sessions: Mutex::new(HashMap::new()),
@@ -268,6 +191,97 @@ impl Client {
                 source,
             })
     }
+}
+
+/// Opens a conversation with an agent on `stream`: the preamble and a hello, said
+/// again every [`HELLO_RETRY`] (the channel carries one host connection at a time and
+/// the guest may still be dropping the previous one's bytes when ours arrive, so a
+/// hello can be lost) until the agent answers one, for up to `ready_timeout`. Returns
+/// the writer, the reader (positioned after the ready) and the agent's announcement.
+pub(crate) fn hello(
+    stream: UnixStream,
+    ready_timeout: Duration,
+) -> Result<(UnixStream, FrameReader<UnixStream>, ReadyInfo)> {
+    let io = |context| move |source| Error::Io { context, source };
+    let mut w = stream.try_clone().map_err(io("duplicating the socket"))?;
+    // The channel carries one host connection at a time and the guest may still
+    // be dropping the previous one's bytes when ours arrive, so a hello can be
+    // lost: say it again every HELLO_RETRY until the agent answers any of them.
+    let mut nonces = Vec::new();
+    let say_hello = |w: &mut UnixStream, nonces: &mut Vec<u64>| -> Result<Instant> {
+        let nonce = random_u64();
+        nonces.push(nonce);
+        write_preamble(w).map_err(io("writing to the agent"))?;
+        write_msg(
+            w,
+            0,
+            &Msg::Hello {
+                min_version: MIN_PROTOCOL_VERSION,
+                max_version: PROTOCOL_VERSION,
+                nonce,
+            },
+        )
+        .map_err(io("writing to the agent"))?;
+        Ok(Instant::now() + HELLO_RETRY)
+    };
+    let mut next_hello = say_hello(&mut w, &mut nonces)?;
+    let deadline = Instant::now() + ready_timeout;
+    let mut reader = FrameReader::new(stream);
+    let ready = loop {
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            return Err(Error::ReadyTimeout(ready_timeout));
+        }
+        if now >= next_hello {
+            next_hello = say_hello(&mut w, &mut nonces)?;
+        }
+        let wait = left.min(next_hello.saturating_duration_since(now));
+        reader
+            .get_ref()
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .map_err(io("setting a timeout"))?;
+        let ev = match reader.next_event() {
+            Ok(ev) => ev,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(io("reading from the agent")(e)),
+        };
+        match ev {
+            ReadEvent::Frame(raw) => match Frame::parse(raw) {
+                // Anything else is left over from an earlier connection.
+                Ok(Frame::Control {
+                    msg: Msg::Ready(r), ..
+                }) if nonces.contains(&r.nonce) => break r,
+                Ok(Frame::Control {
+                    session: 0,
+                    msg:
+                        Msg::Error {
+                            code: ErrorCode::Version,
+                            message,
+                        },
+                }) => return Err(Error::Version(message)),
+                _ => {}
+            },
+            ReadEvent::Lost(_) => {}
+            ReadEvent::Eof => {
+                return Err(Error::Disconnected(
+                    "the agent socket closed before the agent answered".into(),
+                ))
+            }
+        }
+    };
+    reader
+        .get_ref()
+        .set_read_timeout(None)
+        .map_err(io("clearing the timeout"))?;
+    Ok((w, reader, ready))
 }
 
 impl Inner {

@@ -4,15 +4,25 @@
 //! the engine in [`InjectAgent`]: at start it appends the agent initramfs to the
 //! guest's initrd and adds the agent channel, so `ec1 exec` works on that VM. Nothing
 //! above the engine boundary changes.
+//!
+//! The engine's channel takes one host connection at a time, so ec1 holds it itself and
+//! serves `ec1 exec`/`ec1 cp` processes on the public agent socket through a
+//! multiplexer ([`ec1_client::Mux`]): any number of them run side by side.
 
+use ec1_client::Mux;
 use ec1_engine::{
     Capabilities, DriveUpdate, Engine, EngineError, EventSink, ExitReason, SnapshotSource,
     SnapshotTarget, VmSpec,
 };
 use ec1_guest::initramfs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How long the multiplexer waits for the guest's agent to announce itself: as long as
+/// the guest runs (it may boot a full distribution first, or be restored paused); the
+/// channel closing, when the engine stops, ends the wait.
+const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Where `ec1 exec --api-sock S` finds the agent of the VM served on `S`.
 pub fn agent_socket_for(api_sock: &Path) -> PathBuf {
@@ -25,12 +35,36 @@ pub fn agent_socket_for(api_sock: &Path) -> PathBuf {
 pub struct InjectAgent {
     inner: Arc<dyn Engine>,
     socket: PathBuf,
+    mux: Mutex<Option<Mux>>,
 }
 
 impl InjectAgent {
-    /// Wraps `inner`; the agent channel will listen on `socket`.
+    /// Wraps `inner`; clients will find the agent on `socket`.
     pub fn new(inner: Arc<dyn Engine>, socket: PathBuf) -> InjectAgent {
-        InjectAgent { inner, socket }
+        InjectAgent {
+            inner,
+            socket,
+            mux: Mutex::new(None),
+        }
+    }
+
+    /// The engine's end of the agent channel, private to this process: ec1 alone
+    /// connects to it, and serves clients on the public socket.
+    fn channel_path(spec: &VmSpec) -> PathBuf {
+        spec.run_dir.join("agent-channel.sock")
+    }
+
+    /// Serves the public agent socket over the channel of the guest just started.
+    fn serve(&self, channel: &Path) -> Result<(), EngineError> {
+        let mux = Mux::start(channel, &self.socket, AGENT_READY_TIMEOUT).map_err(|e| {
+            let _ = self.inner.stop();
+            EngineError::InvalidSpec(format!(
+                "serving the agent socket {}: {e}",
+                self.socket.display()
+            ))
+        })?;
+        *self.mux.lock().unwrap_or_else(|e| e.into_inner()) = Some(mux);
+        Ok(())
     }
 
     /// `spec` with the agent archive appended to its initrd and the channel added.
@@ -43,7 +77,7 @@ impl InjectAgent {
         let _ = std::fs::remove_file(&self.socket);
         Ok(VmSpec {
             initrd: Some(initrd),
-            agent_socket: Some(self.socket.clone()),
+            agent_socket: Some(Self::channel_path(spec)),
             ..spec.clone()
         })
     }
@@ -57,7 +91,8 @@ impl Engine for InjectAgent {
         self.inner.capabilities()
     }
     fn start(&self, spec: &VmSpec, events: EventSink) -> Result<(), EngineError> {
-        self.inner.start(&self.inject(spec)?, events)
+        self.inner.start(&self.inject(spec)?, events)?;
+        self.serve(&Self::channel_path(spec))
     }
     fn pause(&self) -> Result<(), EngineError> {
         self.inner.pause()
@@ -70,6 +105,8 @@ impl Engine for InjectAgent {
     }
     fn stop(&self) -> Result<(), EngineError> {
         let r = self.inner.stop();
+        // Ends every client connection and removes the public socket.
+        drop(self.mux.lock().unwrap_or_else(|e| e.into_inner()).take());
         let _ = std::fs::remove_file(&self.socket);
         r
     }
@@ -88,11 +125,13 @@ impl Engine for InjectAgent {
         // The agent is in the snapshot already (if its guest had one); only its
         // channel's host side is new.
         let _ = std::fs::remove_file(&self.socket);
+        let channel = Self::channel_path(spec);
         let spec = VmSpec {
-            agent_socket: Some(self.socket.clone()),
+            agent_socket: Some(channel.clone()),
             ..spec.clone()
         };
-        self.inner.restore(&spec, source, events)
+        self.inner.restore(&spec, source, events)?;
+        self.serve(&channel)
     }
     fn update_drive(&self, update: &DriveUpdate) -> Result<(), EngineError> {
         self.inner.update_drive(update)
@@ -207,13 +246,18 @@ mod tests {
         };
         e.start(&spec, Arc::new(|_| {})).unwrap();
         let started = inner.started.lock().unwrap().clone().unwrap();
-        assert_eq!(started.agent_socket.as_deref(), Some(socket.as_path()));
+        // The engine's channel is private; the public socket is the multiplexer's.
+        assert_eq!(
+            started.agent_socket.as_deref(),
+            Some(dir.path().join("agent-channel.sock").as_path())
+        );
         let initrd = started.initrd.expect("the agent initramfs");
         assert!(initrd.is_file());
         assert_eq!(started.cmdline, spec.cmdline, "nothing else changes");
+        use std::os::unix::fs::FileTypeExt;
         assert!(
-            !socket.exists(),
-            "a stale socket is removed before the engine listens"
+            std::fs::metadata(&socket).unwrap().file_type().is_socket(),
+            "the stale file is replaced by the multiplexer's socket"
         );
 
         e.pause().unwrap();
@@ -252,7 +296,6 @@ mod tests {
             e.balloon_stats(),
             Err(EngineError::Unsupported { .. })
         ));
-        std::fs::write(&socket, b"").unwrap();
         e.stop().unwrap();
         assert!(!socket.exists(), "stop removes the agent socket");
         assert_eq!(

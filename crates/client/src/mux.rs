@@ -1,0 +1,514 @@
+//! Many host connections over one agent channel.
+//!
+//! The engine's agent channel takes one host connection at a time (QEMU's chardev
+//! socket), and a hello on it drops every session of the connection before. The
+//! multiplexer holds that one connection and serves any number of clients on a socket
+//! of its own, so that `ec1 exec` and `ec1 cp` processes run side by side on one VM:
+//!
+//! * each client says hello and gets the agent's ready announcement (with its own
+//!   nonce) from the multiplexer; a client's second hello drops its own sessions only;
+//! * a client's sessions are renumbered onto the channel, and frames coming back are
+//!   routed to their client by session: data frames are copied, never re-encoded;
+//! * a client that goes away has its sessions closed on the channel (the agent kills
+//!   their commands, as when a direct client goes); the others carry on;
+//! * when the channel ends (the VM stopped), every client connection is closed.
+//!
+//! Each client has a writer thread fed by an unbounded queue, so a slow client never
+//! holds up the channel reader; the queue stays small because every stream the agent
+//! sends is bounded by its credit window, which only that client's reads replenish.
+
+use crate::conn::hello;
+use crate::error::{Error, Result};
+use ec1_proto::{
+    write_frame, write_msg, ErrorCode, Frame, FrameReader, Kind, Msg, ReadEvent, ReadyInfo,
+    FLAG_EOF,
+};
+use std::collections::HashMap;
+use std::io;
+use std::net::Shutdown;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A frame for a client, as its writer thread sends it.
+enum Out {
+    Control(u32, Msg),
+    Data(Kind, bool, u32, Vec<u8>),
+}
+
+/// One served client.
+struct ClientEntry {
+    tx: Sender<Out>,
+    /// Its session ids → the channel's.
+    sessions: HashMap<u32, u32>,
+    /// To close its connection when the channel ends.
+    stream: UnixStream,
+}
+
+#[derive(Default)]
+struct Routes {
+    next_session: u32,
+    next_client: u64,
+    /// Channel session → (client, the client's session id).
+    by_channel: HashMap<u32, (u64, u32)>,
+    clients: HashMap<u64, ClientEntry>,
+    /// Ping token → the client that sent it.
+    pings: HashMap<u64, u64>,
+    closed: bool,
+}
+
+struct Shared {
+    up: Mutex<UnixStream>,
+    routes: Mutex<Routes>,
+    ready: ReadyInfo,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Serves clients on a socket over one agent channel; stops (and removes its socket)
+/// when dropped.
+pub struct Mux {
+    listen_path: PathBuf,
+    stopping: Arc<AtomicBool>,
+    shared: Arc<Mutex<Option<Arc<Shared>>>>,
+}
+
+impl Mux {
+    /// Binds `listen_path` now (clients that connect early wait in its backlog) and, on
+    /// a thread, connects to the agent channel at `upstream` (retrying while it is not
+    /// there yet), says hello (the guest may still be booting: up to `ready_timeout`),
+    /// then serves.
+    pub fn start(upstream: &Path, listen_path: &Path, ready_timeout: Duration) -> Result<Mux> {
+        let io_err = |context| move |source| Error::Io { context, source };
+        match std::fs::remove_file(listen_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("removing a stale agent socket")(e)),
+        }
+        let listener =
+            UnixListener::bind(listen_path).map_err(io_err("binding the agent socket"))?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let shared: Arc<Mutex<Option<Arc<Shared>>>> = Arc::default();
+        let (up_path, stop, slot) = (upstream.to_path_buf(), stopping.clone(), shared.clone());
+        std::thread::Builder::new()
+            .name("ec1-agent-mux".into())
+            .spawn(move || {
+                if let Err(e) = serve(&up_path, listener, ready_timeout, &stop, &slot) {
+                    if !stop.load(Ordering::SeqCst) {
+                        log::warn!("the agent channel multiplexer stopped: {e}");
+                    }
+                }
+            })
+            .map_err(io_err("starting the multiplexer thread"))?;
+        Ok(Mux {
+            listen_path: listen_path.to_path_buf(),
+            stopping,
+            shared,
+        })
+    }
+
+    /// The socket clients connect to.
+    pub fn path(&self) -> &Path {
+        &self.listen_path
+    }
+}
+
+impl Drop for Mux {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wake the accept loop, then end every connection.
+        let _ = UnixStream::connect(&self.listen_path);
+        if let Some(sh) = lock(&self.shared).take() {
+            sh.close_all();
+            let _ = lock(&sh.up).shutdown(Shutdown::Both);
+        }
+        let _ = std::fs::remove_file(&self.listen_path);
+    }
+}
+
+fn connect_upstream(path: &Path, timeout: Duration, stopping: &AtomicBool) -> Result<UnixStream> {
+    let start = Instant::now();
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) && start.elapsed() < timeout
+                    && !stopping.load(Ordering::SeqCst) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(source) => {
+                return Err(Error::Connect {
+                    path: path.to_path_buf(),
+                    waited: start.elapsed(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn serve(
+    upstream: &Path,
+    listener: UnixListener,
+    ready_timeout: Duration,
+    stopping: &AtomicBool,
+    slot: &Mutex<Option<Arc<Shared>>>,
+) -> Result<()> {
+    let up = connect_upstream(upstream, ready_timeout, stopping)?;
+    let (up, reader, ready) = hello(up, ready_timeout)?;
+    let sh = Arc::new(Shared {
+        up: Mutex::new(up),
+        routes: Mutex::default(),
+        ready,
+    });
+    if stopping.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    *lock(slot) = Some(sh.clone());
+    {
+        let sh = sh.clone();
+        std::thread::Builder::new()
+            .name("ec1-mux-channel".into())
+            .spawn(move || sh.channel_loop(reader))
+            .map_err(|source| Error::Io {
+                context: "starting the channel reader",
+                source,
+            })?;
+    }
+    for conn in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) || lock(&sh.routes).closed {
+            break;
+        }
+        let Ok(conn) = conn else { continue };
+        if let Err(e) = sh.clone().add_client(conn) {
+            log::warn!("agent multiplexer: cannot serve a client: {e}");
+        }
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn add_client(self: Arc<Self>, conn: UnixStream) -> io::Result<()> {
+        let (tx, rx) = mpsc::channel();
+        let id = {
+            let mut r = lock(&self.routes);
+            r.next_client += 1;
+            let id = r.next_client;
+            r.clients.insert(
+                id,
+                ClientEntry {
+                    tx,
+                    sessions: HashMap::new(),
+                    stream: conn.try_clone()?,
+                },
+            );
+            id
+        };
+        let writer = conn.try_clone()?;
+        std::thread::Builder::new()
+            .name("ec1-mux-write".into())
+            .spawn(move || client_writer(writer, rx))?;
+        std::thread::Builder::new()
+            .name("ec1-mux-read".into())
+            .spawn(move || {
+                self.client_loop(id, FrameReader::new(conn));
+                self.drop_client(id);
+            })?;
+        Ok(())
+    }
+
+    /// Queues `out` for client `id`.
+    fn to_client(routes: &Routes, id: u64, out: Out) {
+        if let Some(c) = routes.clients.get(&id) {
+            let _ = c.tx.send(out);
+        }
+    }
+
+    fn send_up(&self, session: u32, msg: &Msg) {
+        let _ = write_msg(&mut *lock(&self.up), session, msg);
+    }
+
+    /// What a client sends: hello and ping on session 0, its sessions' frames renumbered.
+    fn client_loop(&self, id: u64, mut reader: FrameReader<UnixStream>) {
+        let mut greeted = false;
+        loop {
+            let raw = match reader.next_event() {
+                Ok(ReadEvent::Frame(raw)) => raw,
+                Ok(ReadEvent::Lost(_)) => continue, // a preamble, or stale bytes
+                Ok(ReadEvent::Eof) | Err(_) => return,
+            };
+            let frame = match Frame::parse(raw) {
+                Ok(f) => f,
+                Err(m) => {
+                    self.refuse(id, m.session, ErrorCode::Malformed, m.to_string());
+                    continue;
+                }
+            };
+            match frame {
+                Frame::Control {
+                    session: 0,
+                    msg:
+                        Msg::Hello {
+                            min_version,
+                            max_version,
+                            nonce,
+                        },
+                } => {
+                    greeted = self.greet(id, min_version, max_version, nonce);
+                }
+                _ if !greeted => {} // left over from an earlier connection
+                Frame::Control {
+                    session: 0,
+                    msg: Msg::Ping { token },
+                } => {
+                    lock(&self.routes).pings.insert(token, id);
+                    self.send_up(0, &Msg::Ping { token });
+                }
+                Frame::Control { session: 0, .. } => {}
+                Frame::Control { session, msg } => self.forward_control(id, session, msg),
+                Frame::Data {
+                    session,
+                    kind,
+                    eof,
+                    payload,
+                } => {
+                    let up = lock(&self.routes)
+                        .clients
+                        .get(&id)
+                        .and_then(|c| c.sessions.get(&session).copied());
+                    if let Some(up) = up {
+                        let flags = if eof { FLAG_EOF } else { 0 };
+                        let _ = write_frame(&mut *lock(&self.up), kind, flags, up, &payload);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a client's hello as the agent would: its sessions are dropped, and the
+    /// agent's announcement comes back with the client's nonce.
+    fn greet(&self, id: u64, min: u16, max: u16, nonce: u64) -> bool {
+        self.close_sessions_of(id);
+        let r = lock(&self.routes);
+        // The channel's version was chosen by the multiplexer's own hello.
+        match (min..=max).contains(&self.ready.version) {
+            true => {
+                let ready = ReadyInfo {
+                    nonce,
+                    ..self.ready.clone()
+                };
+                Shared::to_client(&r, id, Out::Control(0, Msg::Ready(ready)));
+                true
+            }
+            false => {
+                let message = format!(
+                    "the agent speaks protocol version {}, this client {min}..={max}",
+                    self.ready.version
+                );
+                let code = ErrorCode::Version;
+                Shared::to_client(&r, id, Out::Control(0, Msg::Error { code, message }));
+                false
+            }
+        }
+    }
+
+    fn refuse(&self, id: u64, session: u32, code: ErrorCode, message: String) {
+        let up = {
+            let mut r = lock(&self.routes);
+            let up = r
+                .clients
+                .get_mut(&id)
+                .and_then(|c| c.sessions.remove(&session));
+            if let Some(up) = up {
+                r.by_channel.remove(&up);
+            }
+            Shared::to_client(&r, id, Out::Control(session, Msg::Error { code, message }));
+            up
+        };
+        if let Some(up) = up {
+            self.send_up(up, &Msg::Close);
+        }
+    }
+
+    fn forward_control(&self, id: u64, session: u32, msg: Msg) {
+        let opens = matches!(
+            msg,
+            Msg::Exec(_) | Msg::Upload { .. } | Msg::Download { .. } | Msg::Refresh(_)
+        );
+        let up = {
+            let mut r = lock(&self.routes);
+            let known = r
+                .clients
+                .get(&id)
+                .and_then(|c| c.sessions.get(&session).copied());
+            match known {
+                Some(up) if !opens => {
+                    if matches!(msg, Msg::Close) {
+                        r.by_channel.remove(&up);
+                        if let Some(c) = r.clients.get_mut(&id) {
+                            c.sessions.remove(&session);
+                        }
+                    }
+                    Some(up)
+                }
+                Some(_) => {
+                    let message = format!("session {session} is already in use");
+                    let code = ErrorCode::DuplicateSession;
+                    Shared::to_client(&r, id, Out::Control(session, Msg::Error { code, message }));
+                    None
+                }
+                None if opens => {
+                    r.next_session = r.next_session.wrapping_add(1).max(1);
+                    while r.by_channel.contains_key(&r.next_session) {
+                        r.next_session = r.next_session.wrapping_add(1).max(1);
+                    }
+                    let up = r.next_session;
+                    r.by_channel.insert(up, (id, session));
+                    if let Some(c) = r.clients.get_mut(&id) {
+                        c.sessions.insert(session, up);
+                    }
+                    Some(up)
+                }
+                // Closing or crediting a session that already ended: nothing to do.
+                None => None,
+            }
+        };
+        if let Some(up) = up {
+            self.send_up(up, &msg);
+        }
+    }
+
+    /// What the agent sends: routed to the client that owns the session.
+    fn channel_loop(&self, mut reader: FrameReader<UnixStream>) {
+        loop {
+            let raw = match reader.next_event() {
+                Ok(ReadEvent::Frame(raw)) => raw,
+                Ok(ReadEvent::Lost(e)) => {
+                    log::warn!("agent multiplexer: lost frame boundaries from the agent ({e})");
+                    break;
+                }
+                Ok(ReadEvent::Eof) | Err(_) => break,
+            };
+            let Ok(frame) = Frame::parse(raw) else {
+                continue;
+            };
+            let mut r = lock(&self.routes);
+            match frame {
+                Frame::Control {
+                    session: 0,
+                    msg: Msg::Pong { token },
+                } => {
+                    if let Some(id) = r.pings.remove(&token) {
+                        Shared::to_client(&r, id, Out::Control(0, Msg::Pong { token }));
+                    }
+                }
+                Frame::Control {
+                    session: 0,
+                    msg: Msg::Reset { reason },
+                } => {
+                    // The agent dropped every session: so does every client.
+                    r.by_channel.clear();
+                    for c in r.clients.values_mut() {
+                        c.sessions.clear();
+                        let reason = reason.clone();
+                        let _ = c.tx.send(Out::Control(0, Msg::Reset { reason }));
+                    }
+                }
+                Frame::Control { session: 0, .. } => {}
+                Frame::Control { session, msg } => {
+                    let Some(&(id, theirs)) = r.by_channel.get(&session) else {
+                        continue;
+                    };
+                    if ends_session(&msg) {
+                        r.by_channel.remove(&session);
+                        if let Some(c) = r.clients.get_mut(&id) {
+                            c.sessions.remove(&theirs);
+                        }
+                    }
+                    Shared::to_client(&r, id, Out::Control(theirs, msg));
+                }
+                Frame::Data {
+                    session,
+                    kind,
+                    eof,
+                    payload,
+                } => {
+                    if let Some(&(id, theirs)) = r.by_channel.get(&session) {
+                        Shared::to_client(&r, id, Out::Data(kind, eof, theirs, payload));
+                    }
+                }
+            }
+        }
+        self.close_all();
+    }
+
+    /// Closes client `id`'s sessions on the channel (the agent kills their commands).
+    fn close_sessions_of(&self, id: u64) {
+        let ups: Vec<u32> = {
+            let mut r = lock(&self.routes);
+            let ups: Vec<u32> = match r.clients.get_mut(&id) {
+                Some(c) => c.sessions.drain().map(|(_, up)| up).collect(),
+                None => Vec::new(),
+            };
+            for up in &ups {
+                r.by_channel.remove(up);
+            }
+            ups
+        };
+        for up in ups {
+            self.send_up(up, &Msg::Close);
+        }
+    }
+
+    fn drop_client(&self, id: u64) {
+        self.close_sessions_of(id);
+        let mut r = lock(&self.routes);
+        r.pings.retain(|_, c| *c != id);
+        if let Some(c) = r.clients.remove(&id) {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// The channel ended: every client connection ends too.
+    fn close_all(&self) {
+        let mut r = lock(&self.routes);
+        r.closed = true;
+        r.by_channel.clear();
+        for (_, c) in r.clients.drain() {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Whether `msg` is the last the agent sends for its session.
+fn ends_session(msg: &Msg) -> bool {
+    matches!(
+        msg,
+        Msg::Exited { .. } | Msg::Error { .. } | Msg::UploadDone { .. } | Msg::Refreshed { .. }
+    )
+}
+
+fn client_writer(mut w: UnixStream, rx: Receiver<Out>) {
+    for out in rx {
+        let r = match out {
+            Out::Control(session, msg) => write_msg(&mut w, session, &msg),
+            Out::Data(kind, eof, session, payload) => {
+                let flags = if eof { FLAG_EOF } else { 0 };
+                write_frame(&mut w, kind, flags, session, &payload)
+            }
+        };
+        if r.is_err() {
+            let _ = w.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
