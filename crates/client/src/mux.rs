@@ -512,3 +512,112 @@ fn client_writer(mut w: UnixStream, rx: Receiver<Out>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Client, Command, ConnectOptions};
+    use ec1_proto::{Termination, PROTOCOL_VERSION};
+    use std::collections::HashSet;
+
+    /// An agent that answers a hello, runs every exec by printing its program name,
+    /// and resets the channel for a program called `reset`. It records the channel
+    /// sessions it saw, and fails if one is reused while live.
+    fn fake_agent(listener: UnixListener) -> std::thread::JoinHandle<Vec<u32>> {
+        std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut w = conn.try_clone().unwrap();
+            let mut reader = FrameReader::new(conn);
+            let (mut live, mut seen) = (HashSet::new(), Vec::new());
+            loop {
+                let raw = match reader.next_event() {
+                    Ok(ReadEvent::Frame(raw)) => raw,
+                    Ok(ReadEvent::Lost(_)) => continue,
+                    _ => return seen,
+                };
+                match Frame::parse(raw) {
+                    Ok(Frame::Control {
+                        msg: Msg::Hello { nonce, .. },
+                        ..
+                    }) => {
+                        let ready = ReadyInfo {
+                            version: PROTOCOL_VERSION,
+                            nonce,
+                            agent_version: "fake".into(),
+                            mode: "initramfs".into(),
+                            agent_start_ns: 1,
+                            agent_ready_ns: 2,
+                            uptime_ns: 3,
+                            realtime_ns: 4,
+                        };
+                        write_msg(&mut w, 0, &Msg::Ready(ready)).unwrap();
+                    }
+                    Ok(Frame::Control {
+                        msg: Msg::Ping { token },
+                        ..
+                    }) => write_msg(&mut w, 0, &Msg::Pong { token }).unwrap(),
+                    Ok(Frame::Control {
+                        session,
+                        msg: Msg::Exec(req),
+                    }) => {
+                        assert!(live.insert(session), "session {session} reused while live");
+                        seen.push(session);
+                        if req.argv[0] == b"reset" {
+                            live.clear();
+                            let reason = "test".into();
+                            write_msg(&mut w, 0, &Msg::Reset { reason }).unwrap();
+                            continue;
+                        }
+                        write_msg(&mut w, session, &Msg::Started { pid: session }).unwrap();
+                        write_frame(&mut w, Kind::Stdout, FLAG_EOF, session, &req.argv[0]).unwrap();
+                        write_frame(&mut w, Kind::Stderr, FLAG_EOF, session, b"").unwrap();
+                        let how = Termination::Code(0);
+                        let exited = Msg::Exited {
+                            how,
+                            timed_out: false,
+                        };
+                        write_msg(&mut w, session, &exited).unwrap();
+                        live.remove(&session);
+                    }
+                    _ => {}
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn clients_share_the_channel_and_a_reset_reaches_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let channel = dir.path().join("channel.sock");
+        let public = dir.path().join("agent.sock");
+        let agent = fake_agent(UnixListener::bind(&channel).unwrap());
+        let mux = Mux::start(&channel, &public, Duration::from_secs(10)).unwrap();
+        assert_eq!(mux.path(), public);
+        let opts = ConnectOptions::default();
+        let (a, b) = (
+            Client::connect(&public, &opts).unwrap(),
+            Client::connect(&public, &opts).unwrap(),
+        );
+        assert_eq!(a.ready_info().agent_version, "fake");
+        // Both clients number their sessions from 1; the channel must not see that.
+        let run = |c: &Client, prog: &str| c.output(&Command::new(prog)).unwrap().stdout;
+        std::thread::scope(|s| {
+            let ta = s.spawn(|| (0..20).map(|_| run(&a, "a")).collect::<Vec<_>>());
+            let tb = s.spawn(|| (0..20).map(|_| run(&b, "b")).collect::<Vec<_>>());
+            assert!(ta.join().unwrap().iter().all(|o| o == b"a"));
+            assert!(tb.join().unwrap().iter().all(|o| o == b"b"));
+        });
+        assert!(a.ping(Duration::from_secs(5)).is_ok());
+        let e = a.output(&Command::new("reset")).unwrap_err();
+        assert!(matches!(e, Error::ChannelReset(_)), "{e}");
+        // The other client's connection carries on after the reset.
+        assert_eq!(run(&b, "b"), b"b");
+        drop(mux);
+        assert!(!public.exists(), "the socket is removed");
+        let e = b.output(&Command::new("b")).unwrap_err();
+        assert!(matches!(e, Error::Disconnected(_)), "{e}");
+        drop((a, b));
+        let seen = agent.join().unwrap();
+        assert_eq!(seen.len(), 20 + 20 + 1 + 1);
+    }
+}
