@@ -610,7 +610,9 @@ mod tests {
         assert!(a.ping(Duration::from_secs(5)).is_ok());
         let e = a.output(&Command::new("reset")).unwrap_err();
         assert!(matches!(e, Error::ChannelReset(_)), "{e}");
-        // The other client's connection carries on after the reset.
+        // The other client's connection carries on after the reset (its pong comes
+        // after the reset it was sent, so the reset has been taken by then).
+        assert!(b.ping(Duration::from_secs(5)).is_ok());
         assert_eq!(run(&b, "b"), b"b");
         drop(mux);
         assert!(!public.exists(), "the socket is removed");
