@@ -662,7 +662,7 @@ impl Vmm {
             run_dir: self.opts.run_dir.clone(),
             devices: Default::default(),
         };
-        let source = SnapshotSource {
+        let mut source = SnapshotSource {
             state_path: p.snapshot_path,
             mem_path,
             resume: p.resume_vm,
@@ -674,10 +674,24 @@ impl Vmm {
                     tap: o.host_dev_name,
                 })
                 .collect(),
+            metadata: None,
         };
         let t0 = now_us(Clock::Monotonic);
         let engine = (self.opts.engine_factory)(&spec)
             .map_err(|e| engine_err(e, VmmActionError::LoadSnapshot))?;
+        // The MMDS comes back as it was configured (its data store starts empty, as
+        // in Firecracker).
+        let load_err = |m: String| {
+            VmmActionError::LoadSnapshot(format!("Failed to restore from snapshot: {m}"))
+        };
+        let mmds = match engine.snapshot_metadata(&source.state_path) {
+            Ok(Some(settings)) => Some(devices::mmds_config_of(&settings).map_err(load_err)?),
+            Ok(None) => None,
+            Err(e) => return Err(engine_err(e, load_err)),
+        };
+        if let Some(cfg) = &mmds {
+            source.metadata = Some(devices::mmds_service(cfg, &inner.mmds));
+        }
         self.mark_boot_origin();
         if let Err(e) = engine.restore(&spec, &source, self.event_sink()) {
             let _ = engine.stop();
@@ -691,6 +705,9 @@ impl Vmm {
             now_us(Clock::Monotonic).saturating_sub(t0),
         );
         inner.engine = Some(engine.clone());
+        if mmds.is_some() {
+            inner.resources.mmds_config = mmds;
+        }
         inner.state = if p.resume_vm {
             VmState::Running
         } else {

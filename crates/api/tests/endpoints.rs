@@ -1202,6 +1202,10 @@ fn snapshot_load() {
     let t = TestVmm::with(
         FakeBehaviour {
             snapshots: true,
+            snapshot_metadata: Some(
+                r#"{"version":"V2","network_interfaces":["eth0"],"ipv4_address":"169.254.170.2"}"#
+                    .into(),
+            ),
             ..Default::default()
         },
         51200,
@@ -1222,12 +1226,29 @@ fn snapshot_load() {
     c.ok("PUT", "/snapshot/load", body);
     assert_eq!(
         t.engine.calls(),
-        ["restore /tmp/s.state /tmp/s.mem resume=false eth0->tap9"]
+        ["restore /tmp/s.state /tmp/s.mem resume=false eth0->tap9 mmds@169.254.170.2"]
     );
+    // The MMDS configuration came back with the snapshot.
+    let cfg = c.get("/vm/config").body.unwrap();
+    assert_eq!(cfg["mmds-config"]["version"], "V2", "{cfg}");
     assert_eq!(c.get("/").body.unwrap()["state"], "Paused");
     assert_eq!(c.bad("PUT", "/snapshot/load", Some(body)), POST_BOOT);
     c.ok("PATCH", "/vm", r#"{"state":"Resumed"}"#);
     assert_eq!(c.get("/").body.unwrap()["state"], "Running");
+    // Settings that are not ec1's MMDS configuration: refused, nothing restored.
+    let t = TestVmm::with(
+        FakeBehaviour {
+            snapshots: true,
+            snapshot_metadata: Some("garbage".into()),
+            ..Default::default()
+        },
+        51200,
+    );
+    let mut c = t.client();
+    assert!(c
+        .bad("PUT", "/snapshot/load", Some(body))
+        .contains("the snapshot's MMDS settings are not ec1's"));
+    assert!(t.engine.calls().is_empty());
 }
 
 #[test]

@@ -898,7 +898,7 @@ fn network_interface_on_a_tap_ping_and_tcp() {
 }
 
 #[test]
-fn network_overrides_put_a_restored_guest_on_another_tap() {
+fn network_overrides_and_mmds_come_back_on_a_restored_guest() {
     let snaps = tempfile::Builder::new()
         .prefix("ec1-netov")
         .tempdir()
@@ -906,8 +906,15 @@ fn network_overrides_put_a_restored_guest_on_another_tap() {
     let snap = snaps.path().join("vm.snap");
     let mem = snaps.path().join("vm.mem");
     {
-        let vm = NetVm::boot("ec1test-netov-a", json!({}));
+        let vm = NetVm::boot_with("ec1test-netov-a", json!({}), |sock| {
+            put(
+                sock,
+                "/mmds/config",
+                json!({"version": "V2", "network_interfaces": ["eth0"]}),
+            );
+        });
         vm.ping();
+        vm.exec(&["ip", "route", "add", "169.254.169.254", "dev", "eth0"]);
         let (code, body) = http(&vm.sock, "PATCH", "/vm", Some(r#"{"state":"Paused"}"#));
         assert_eq!(code, 204, "{body}");
         put(
@@ -958,6 +965,18 @@ fn network_overrides_put_a_restored_guest_on_another_tap() {
         clone.exec(&["cat", "/sys/class/net/eth0/address"]).trim(),
         "06:00:c0:a8:f1:02"
     );
+    // The MMDS comes back as configured (V2, on eth0), with an empty store, as in
+    // Firecracker: each clone gets its own data.
+    let cfg = get_json(&clone.sock, "/vm/config");
+    assert_eq!(cfg["mmds-config"]["version"], "V2", "{cfg}");
+    put(&clone.sock, "/mmds", json!({"clone": "c1"}));
+    let got = clone.exec(&[
+        "sh",
+        "-c",
+        "t=$(printf 'PUT /latest/api/token HTTP/1.1\\r\\nHost: x\\r\\nX-metadata-token-ttl-seconds: 60\\r\\n\\r\\n' | timeout 20 nc 169.254.169.254 80 | tail -n 1); \
+         timeout 20 wget -q -O - --header \"X-metadata-token: $t\" http://169.254.169.254/clone",
+    ]);
+    assert_eq!(got, "c1");
 }
 
 #[test]

@@ -101,7 +101,7 @@ fn firecracker_snapshot_create_and_load_in_a_fresh_process() {
         .arg(&snap)
         .output()
         .unwrap();
-    assert_eq!(ok(&described), "v2.0.0\n");
+    assert_eq!(ok(&described), "v2.1.0\n");
     let not_ours = d.join("not-a-snapshot");
     std::fs::write(&not_ours, "hello").unwrap();
     let described = Command::new(EC1)

@@ -581,6 +581,11 @@ impl Engine for QemuEngine {
         self.snapshot_impl(target)
     }
 
+    fn snapshot_metadata(&self, state_path: &Path) -> Result<Option<String>, EngineError> {
+        let snap = crate::snapshot::format::SnapshotFile::open(state_path)?;
+        Ok(crate::snapshot::machine::saved_metadata(&snap.machine))
+    }
+
     fn restore(
         &self,
         spec: &VmSpec,

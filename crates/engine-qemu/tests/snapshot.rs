@@ -190,6 +190,7 @@ fn snapshot_restore_clones_and_refusals() {
         mem_path: mem.clone(),
         resume: true,
         net_overrides: Vec::new(),
+        metadata: None,
     };
     let dirs: Vec<PathBuf> = (0..2)
         .map(|i| {

@@ -78,6 +78,21 @@ pub trait Engine: Send + Sync {
         })
     }
 
+    /// The settings of the metadata service the snapshot's guest had
+    /// ([`MetadataSpec::settings`]), if any of its interfaces had one: the caller
+    /// builds the service again and passes it in [`SnapshotSource::metadata`]. Checks
+    /// the file as a restore would.
+    fn snapshot_metadata(
+        &self,
+        state_path: &std::path::Path,
+    ) -> Result<Option<String>, EngineError> {
+        let _ = state_path;
+        Err(EngineError::Unsupported {
+            engine: self.name().to_string(),
+            what: "snapshot restore".into(),
+        })
+    }
+
     /// Starts a guest from a snapshot instead of booting `spec`'s kernel.
     fn restore(
         &self,
@@ -211,6 +226,7 @@ mod tests {
             mem_path: "/m".into(),
             resume: true,
             net_overrides: Vec::new(),
+            metadata: None,
         };
         assert_unsupported(e.snapshot(&target), "snapshots");
         assert_unsupported(

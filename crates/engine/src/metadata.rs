@@ -69,12 +69,17 @@ pub trait MetadataService: Send + Sync {
 pub struct MetadataSpec {
     pub ipv4: Ipv4Addr,
     pub service: Arc<dyn MetadataService>,
+    /// The service's settings as its owner wrote them (opaque to the engine): saved
+    /// with a snapshot and given back by [`crate::Engine::snapshot_metadata`], so that
+    /// a restored guest gets the same service again.
+    pub settings: String,
 }
 
 impl fmt::Debug for MetadataSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MetadataSpec")
             .field("ipv4", &self.ipv4)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -82,7 +87,9 @@ impl fmt::Debug for MetadataSpec {
 /// Equal when at the same address and backed by the same service object.
 impl PartialEq for MetadataSpec {
     fn eq(&self, other: &Self) -> bool {
-        self.ipv4 == other.ipv4 && Arc::ptr_eq(&self.service, &other.service)
+        self.ipv4 == other.ipv4
+            && self.settings == other.settings
+            && Arc::ptr_eq(&self.service, &other.service)
     }
 }
 
@@ -116,15 +123,18 @@ mod tests {
         let a = MetadataSpec {
             ipv4: Ipv4Addr::new(169, 254, 169, 254),
             service: s.clone(),
+            settings: String::new(),
         };
         let b = MetadataSpec {
             ipv4: a.ipv4,
             service: s,
+            settings: String::new(),
         };
         assert_eq!(a, b);
         let c = MetadataSpec {
             ipv4: a.ipv4,
             service: Arc::new(Echo),
+            settings: String::new(),
         };
         assert_ne!(a, c);
         assert_eq!(a.service.answer(&r).body, b"/a");

@@ -130,6 +130,10 @@ pub struct SnapshotSource {
     /// Host devices that replace the saved ones of the restored network interfaces
     /// (Firecracker's `network_overrides`: each clone on a TAP of its own).
     pub net_overrides: Vec<NetOverride>,
+    /// The metadata service for the interfaces that had one when the snapshot was
+    /// taken (see [`crate::Engine::snapshot_metadata`]); without it they come back
+    /// without one.
+    pub metadata: Option<crate::MetadataSpec>,
 }
 
 /// A restored network interface's new host device.

@@ -146,6 +146,7 @@ mod tests {
             Some(ec1_engine::MetadataSpec {
                 ipv4: MMDS_IP,
                 service: std::sync::Arc::new(Echo),
+                settings: String::new(),
             }),
         );
         let mut buf = [0u8; 2000];

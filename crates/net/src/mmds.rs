@@ -387,6 +387,7 @@ pub(crate) mod tests {
         MmdsStack::new(MetadataSpec {
             ipv4: MMDS_IP,
             service: Arc::new(Echo),
+            settings: String::new(),
         })
     }
 
@@ -627,6 +628,7 @@ pub(crate) mod tests {
         let mut mmds = MmdsStack::new(MetadataSpec {
             ipv4: MMDS_IP,
             service: Arc::new(Big),
+            settings: String::new(),
         });
         let mut guest = Guest::new();
         let a = guest.request(&mut mmds, 40000, b"GET / HTTP/1.1\r\n\r\n");

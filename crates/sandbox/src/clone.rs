@@ -128,6 +128,7 @@ pub(crate) fn restore(
             mem_path: dir.join(MEM_FILE),
             resume: true,
             net_overrides: Vec::new(),
+            metadata: None,
         },
         Arc::new(|_| {}),
     )?;

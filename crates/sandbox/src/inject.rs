@@ -116,6 +116,9 @@ impl Engine for InjectAgent {
     fn snapshot(&self, target: &SnapshotTarget) -> Result<(), EngineError> {
         self.inner.snapshot(target)
     }
+    fn snapshot_metadata(&self, state_path: &Path) -> Result<Option<String>, EngineError> {
+        self.inner.snapshot_metadata(state_path)
+    }
     fn restore(
         &self,
         spec: &VmSpec,
@@ -275,6 +278,7 @@ mod tests {
             mem_path: "/m".into(),
             resume: false,
             net_overrides: Vec::new(),
+            metadata: None,
         };
         e.restore(&spec, &src, Arc::new(|_| {})).unwrap();
         e.update_drive(&DriveUpdate {

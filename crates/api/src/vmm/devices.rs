@@ -259,19 +259,32 @@ impl Vmm {
 /// Puts the guest's MMDS (one service over the shared `store`) on the interfaces
 /// `cfg` lists.
 pub(super) fn attach_mmds(spec: &mut VmSpec, cfg: &MmdsConfig, store: &Arc<Mutex<MmdsStore>>) {
-    let service = Arc::new(MmdsService::new(store.clone(), cfg));
-    let ipv4 = cfg.ipv4_address.unwrap_or(DEFAULT_MMDS_IPV4);
+    let service = mmds_service(cfg, store);
     for n in spec
         .devices
         .nets
         .iter_mut()
         .filter(|n| cfg.network_interfaces.contains(&n.id))
     {
-        n.mmds = Some(MetadataSpec {
-            ipv4,
-            service: service.clone(),
-        });
+        n.mmds = Some(service.clone());
     }
+}
+
+/// The guest's MMDS for `cfg` over the shared `store`; its settings are `cfg` itself,
+/// so that a snapshot of the guest brings the same service back (see
+/// [`mmds_config_of`]).
+pub(super) fn mmds_service(cfg: &MmdsConfig, store: &Arc<Mutex<MmdsStore>>) -> MetadataSpec {
+    MetadataSpec {
+        ipv4: cfg.ipv4_address.unwrap_or(DEFAULT_MMDS_IPV4),
+        service: Arc::new(MmdsService::new(store.clone(), cfg)),
+        settings: serde_json::to_string(cfg).unwrap_or_default(),
+    }
+}
+
+/// The MMDS configuration a snapshot's settings carry (written by [`mmds_service`]).
+pub(super) fn mmds_config_of(settings: &str) -> Result<MmdsConfig, String> {
+    serde_json::from_str(settings)
+        .map_err(|e| format!("the snapshot's MMDS settings are not ec1's ({e}): {settings}"))
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub struct FakeBehaviour {
     pub boot_signal: bool,
     /// End the guest this long after start, with this reason.
     pub exit_after: Option<(Duration, ExitReason)>,
+    /// What `snapshot_metadata` finds in every snapshot.
+    pub snapshot_metadata: Option<String>,
 }
 
 #[derive(Default)]
@@ -197,6 +199,16 @@ impl Engine for FakeHandle {
         Ok(())
     }
 
+    fn snapshot_metadata(
+        &self,
+        _state_path: &std::path::Path,
+    ) -> Result<Option<String>, EngineError> {
+        if !self.0.behaviour.snapshots {
+            return Err(self.0.unsupported("snapshot restore"));
+        }
+        Ok(self.0.behaviour.snapshot_metadata.clone())
+    }
+
     fn restore(
         &self,
         spec: &VmSpec,
@@ -210,6 +222,12 @@ impl Engine for FakeHandle {
             .net_overrides
             .iter()
             .map(|o| format!(" {}->{}", o.iface_id, o.tap))
+            .chain(
+                source
+                    .metadata
+                    .as_ref()
+                    .map(|m| format!(" mmds@{}", m.ipv4)),
+            )
             .collect();
         self.0.record(format!(
             "restore {} {} resume={}{nets}",

@@ -164,6 +164,9 @@ impl QemuEngine {
         check_mem_file(&source.mem_path, snap.machine.mem_mib)?;
         let mut spec = snap.machine.restore_spec(host, &source.mem_path);
         crate::snapshot::machine::override_nets(&mut spec, &source.net_overrides)?;
+        if let Some(service) = &source.metadata {
+            crate::snapshot::machine::reattach_metadata(&mut spec, &snap.machine, service);
+        }
         check_spec(&spec)?;
         check_restore_files(&spec)?;
         if host.agent_socket.is_some() && !snap.machine.agent_channel {

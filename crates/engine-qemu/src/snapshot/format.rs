@@ -38,9 +38,10 @@ use super::machine::Machine;
 pub const MAGIC: &[u8; 8] = b"EC1SNAP\n";
 /// The format version this build writes (and the major version it reads). v2: the
 /// agent channel's virtio-serial device has 2 ports, not QEMU's default 31, so a v1
-/// file's device state would not load into the machine this build recreates.
+/// file's device state would not load into the machine this build recreates. v2.1:
+/// interfaces carry their metadata service's address and settings.
 pub const FORMAT_MAJOR: u16 = 2;
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;
 /// The fixed header's length.
 pub const HEADER_LEN: usize = 128;
 /// Where the device state may start: page-aligned, as QEMU's file transport likes.
@@ -370,7 +371,7 @@ mod tests {
         assert_eq!(s.machine, machine());
         assert_eq!(s.header.state_offset % ALIGN, 0);
         assert_eq!(s.header.state_len, 17);
-        assert_eq!(s.version_string(), "v2.0.0");
+        assert_eq!(s.version_string(), "v2.1.0");
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(
             &bytes[s.header.state_offset as usize..],

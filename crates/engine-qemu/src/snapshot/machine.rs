@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ec1_engine::{
     Accel, BalloonSpec, CacheType, Devices, DriveSpec, EngineError, EntropySpec, MemoryBacking,
-    NetOverride, NetSpec, RateLimit, SerialOut, TokenBucket, VmSpec,
+    MetadataSpec, NetOverride, NetSpec, RateLimit, SerialOut, TokenBucket, VmSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +98,16 @@ pub struct Net {
     pub mtu: Option<u16>,
     pub rx_rate_limit: Option<Limit>,
     pub tx_rate_limit: Option<Limit>,
+    /// The metadata service the interface served (format v2.1; absent before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<SavedMetadata>,
+}
+
+/// Where an interface answered metadata requests, and the service's own settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedMetadata {
+    pub ipv4: std::net::Ipv4Addr,
+    pub settings: String,
 }
 
 fn bucket(b: &TokenBucket) -> Bucket {
@@ -221,7 +231,7 @@ impl Machine {
                             mtu,
                             rx_rate_limit,
                             tx_rate_limit,
-                            mmds: _,
+                            mmds,
                         } = n;
                         Net {
                             id: id.clone(),
@@ -230,6 +240,10 @@ impl Machine {
                             mtu: *mtu,
                             rx_rate_limit: rx_rate_limit.as_ref().map(limit),
                             tx_rate_limit: tx_rate_limit.as_ref().map(limit),
+                            metadata: mmds.as_ref().map(|m| SavedMetadata {
+                                ipv4: m.ipv4,
+                                settings: m.settings.clone(),
+                            }),
                         }
                     })
                     .collect(),
@@ -333,6 +347,34 @@ impl Machine {
                     })
                     .collect(),
             },
+        }
+    }
+}
+
+/// The saved settings of the snapshot's metadata service, if an interface had one.
+pub fn saved_metadata(machine: &Machine) -> Option<String> {
+    machine
+        .devices
+        .nets
+        .iter()
+        .find_map(|n| n.metadata.as_ref().map(|m| m.settings.clone()))
+}
+
+/// Gives the interfaces that had a metadata service `service` again, at the address
+/// each had.
+pub fn reattach_metadata(spec: &mut VmSpec, machine: &Machine, service: &MetadataSpec) {
+    for n in &mut spec.devices.nets {
+        let saved = machine
+            .devices
+            .nets
+            .iter()
+            .find(|s| s.id == n.id)
+            .and_then(|s| s.metadata.as_ref());
+        if let Some(saved) = saved {
+            n.mmds = Some(MetadataSpec {
+                ipv4: saved.ipv4,
+                ..service.clone()
+            });
         }
     }
 }
