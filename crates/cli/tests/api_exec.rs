@@ -4,8 +4,8 @@
 //! this file; each test uses it independently (one pauses it for a moment).
 
 use ec1_testkit::{
-    http, kernel, output_with_input, processes_matching, pseudo_random, remove_at_exit, sha256_hex,
-    spawn_tied, test_initramfs, wait_for,
+    http, kernel, output_with_input, processes_matching, pseudo_random, sha256_hex,
+    shared_temp_dir, spawn_tied, test_initramfs, wait_for,
 };
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -28,12 +28,7 @@ struct SharedVm {
 fn vm() -> &'static SharedVm {
     static VM: OnceLock<SharedVm> = OnceLock::new();
     VM.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("ec1-api-exec")
-            .tempdir()
-            .unwrap()
-            .keep();
-        remove_at_exit(dir.clone());
+        let dir = shared_temp_dir("ec1-api-exec");
         let sock = dir.join("fc.sock");
         let mut cmd = Command::new(EC1);
         cmd.args(["--inject-agent", "--id", "shared_vm", "--api-sock"])

@@ -6,7 +6,7 @@
 //! timings do not overlap.
 
 use ec1_testkit::{
-    http, kernel, processes_matching, remove_at_exit, spawn_tied, vsock_tool_initramfs, wait_for,
+    http, kernel, processes_matching, shared_temp_dir, spawn_tied, vsock_tool_initramfs, wait_for,
     VSOCK_TOOL_GUEST_PATH,
 };
 use serde_json::{json, Value};
@@ -42,13 +42,7 @@ fn put(sock: &Path, path: &str, body: Value) {
 fn vm() -> &'static SharedVm {
     static VM: OnceLock<SharedVm> = OnceLock::new();
     VM.get_or_init(|| {
-        // The fixture lives in a static, which is never dropped.
-        let dir = tempfile::Builder::new()
-            .prefix("ec1-dev")
-            .tempdir()
-            .unwrap()
-            .keep();
-        remove_at_exit(dir.clone());
+        let dir = shared_temp_dir("ec1-dev");
         let sock = dir.join("fc.sock");
         let vsock = dir.join("v.sock");
         let mut cmd = Command::new(EC1);

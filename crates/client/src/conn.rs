@@ -86,27 +86,7 @@ impl Client {
     /// refuses, up to `opts.connect_timeout`) and waits for the agent's ready
     /// announcement (up to `opts.ready_timeout`).
     pub fn connect(path: &Path, opts: &ConnectOptions) -> Result<Client> {
-        let start = Instant::now();
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-                    ) && start.elapsed() < opts.connect_timeout =>
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(source) => {
-                    return Err(Error::Connect {
-                        path: path.to_path_buf(),
-                        waited: start.elapsed(),
-                        source,
-                    })
-                }
-            }
-        };
+        let stream = connect_retrying(path, opts.connect_timeout, &|| false)?;
         Client::handshake(stream, opts.ready_timeout)
     }
 
@@ -190,6 +170,37 @@ impl Client {
                 context: "writing to the agent",
                 source,
             })
+    }
+}
+
+/// Connects to the socket at `path`, retrying while it is not there yet or refuses (the
+/// VM may still be creating it) for up to `timeout`, or until `give_up()`.
+pub(crate) fn connect_retrying(
+    path: &Path,
+    timeout: Duration,
+    give_up: &dyn Fn() -> bool,
+) -> Result<UnixStream> {
+    let start = Instant::now();
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) && start.elapsed() < timeout
+                    && !give_up() =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(source) => {
+                return Err(Error::Connect {
+                    path: path.to_path_buf(),
+                    waited: start.elapsed(),
+                    source,
+                })
+            }
+        }
     }
 }
 

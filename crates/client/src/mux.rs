@@ -17,7 +17,7 @@
 //! holds up the channel reader; the queue stays small because every stream the agent
 //! sends is bounded by its credit window, which only that client's reads replenish.
 
-use crate::conn::hello;
+use crate::conn::{connect_retrying, hello};
 use crate::error::{Error, Result};
 use ec1_proto::{
     write_frame, write_msg, ErrorCode, Frame, FrameReader, Kind, Msg, ReadEvent, ReadyInfo,
@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A frame for a client, as its writer thread sends it.
 enum Out {
@@ -131,31 +131,6 @@ impl Drop for Mux {
     }
 }
 
-fn connect_upstream(path: &Path, timeout: Duration, stopping: &AtomicBool) -> Result<UnixStream> {
-    let start = Instant::now();
-    loop {
-        match UnixStream::connect(path) {
-            Ok(s) => return Ok(s),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-                ) && start.elapsed() < timeout
-                    && !stopping.load(Ordering::SeqCst) =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(source) => {
-                return Err(Error::Connect {
-                    path: path.to_path_buf(),
-                    waited: start.elapsed(),
-                    source,
-                })
-            }
-        }
-    }
-}
-
 fn serve(
     upstream: &Path,
     listener: UnixListener,
@@ -163,7 +138,7 @@ fn serve(
     stopping: &AtomicBool,
     slot: &Mutex<Option<Arc<Shared>>>,
 ) -> Result<()> {
-    let up = connect_upstream(upstream, ready_timeout, stopping)?;
+    let up = connect_retrying(upstream, ready_timeout, &|| stopping.load(Ordering::SeqCst))?;
     let (up, reader, ready) = hello(up, ready_timeout)?;
     let sh = Arc::new(Shared {
         up: Mutex::new(up),

@@ -238,6 +238,19 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// A new temporary directory (named `prefix...`) that lives until the test process
+/// exits: for a fixture shared by a file's tests, which sits in a `static` and so is
+/// never dropped.
+pub fn shared_temp_dir(prefix: &str) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("creating a temporary directory")
+        .keep();
+    remove_at_exit(dir.clone());
+    dir
+}
+
 /// Removes `dir` when the test process exits: for a fixture shared by a file's tests,
 /// which lives in a `static` and so is never dropped.
 pub fn remove_at_exit(dir: PathBuf) {
