@@ -60,6 +60,17 @@ struct Routes {
     closed: bool,
 }
 
+impl Routes {
+    /// Forgets channel session `up` (ended, or closed by its client).
+    fn forget(&mut self, up: u32) {
+        if let Some((id, theirs)) = self.by_channel.remove(&up) {
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.sessions.remove(&theirs);
+            }
+        }
+    }
+}
+
 struct Shared {
     up: Mutex<UnixStream>,
     routes: Mutex<Routes>,
@@ -301,10 +312,10 @@ impl Shared {
             let mut r = lock(&self.routes);
             let up = r
                 .clients
-                .get_mut(&id)
-                .and_then(|c| c.sessions.remove(&session));
+                .get(&id)
+                .and_then(|c| c.sessions.get(&session).copied());
             if let Some(up) = up {
-                r.by_channel.remove(&up);
+                r.forget(up);
             }
             Shared::to_client(&r, id, Out::Control(session, Msg::Error { code, message }));
             up
@@ -328,10 +339,7 @@ impl Shared {
             match known {
                 Some(up) if !opens => {
                     if matches!(msg, Msg::Close) {
-                        r.by_channel.remove(&up);
-                        if let Some(c) = r.clients.get_mut(&id) {
-                            c.sessions.remove(&session);
-                        }
+                        r.forget(up);
                     }
                     Some(up)
                 }
@@ -404,10 +412,7 @@ impl Shared {
                         continue;
                     };
                     if ends_session(&msg) {
-                        r.by_channel.remove(&session);
-                        if let Some(c) = r.clients.get_mut(&id) {
-                            c.sessions.remove(&theirs);
-                        }
+                        r.forget(session);
                     }
                     Shared::to_client(&r, id, Out::Control(theirs, msg));
                 }
@@ -418,6 +423,10 @@ impl Shared {
                     payload,
                 } => {
                     if let Some(&(id, theirs)) = r.by_channel.get(&session) {
+                        // A download has no closing message: its data's end ends it.
+                        if kind == Kind::File && eof {
+                            r.forget(session);
+                        }
                         Shared::to_client(&r, id, Out::Data(kind, eof, theirs, payload));
                     }
                 }
