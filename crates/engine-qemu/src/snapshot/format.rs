@@ -467,8 +467,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), b"state");
         let mut b = std::fs::read(&p).unwrap();
-        // A file from an older ec1 (format v1).
+        // A file from an older ec1 (format v1.0).
         b[8..10].copy_from_slice(&1u16.to_le_bytes());
+        b[10..12].copy_from_slice(&0u16.to_le_bytes());
         std::fs::write(&p, &b).unwrap();
         let e = refused(&p);
         assert!(
