@@ -166,7 +166,7 @@ fn snapshot_restore_clones_and_refusals() {
         "the memory file changed"
     );
 
-    assert_eq!(describe_snapshot(&state).unwrap(), "v2.0.0");
+    assert_eq!(describe_snapshot(&state).unwrap(), "v2.1.0");
     let file = SnapshotFile::open(&state).unwrap();
     assert_eq!(file.machine.mem_mib, 128);
     assert_eq!(file.machine.drives.len(), 1);
@@ -277,8 +277,8 @@ fn snapshot_restore_clones_and_refusals() {
     assert!(with(&corrupted).contains("corrupted"));
     assert!(with(&good[..good.len() / 2]).contains("truncated"));
     let mut wrong_version = good.clone();
-    wrong_version[8] = 9;
-    assert!(with(&wrong_version).contains("format version v9.0"));
+    wrong_version[8] = 9; // major 9, minor as written (1)
+    assert!(with(&wrong_version).contains("format version v9.1"));
     assert!(with(b"Firecracker snapshot").contains("not an ec1 snapshot"));
     // A memory file of another size is not this snapshot's.
     let short = tmp.path().join("short.mem");

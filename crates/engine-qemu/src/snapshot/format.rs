@@ -266,7 +266,7 @@ impl SnapshotFile {
         })
     }
 
-    /// The format version as `--describe-snapshot` prints it, e.g. `v2.0.0`.
+    /// The format version as `--describe-snapshot` prints it, e.g. `v2.1.0`.
     pub fn version_string(&self) -> String {
         format!("v{}.{}.0", self.header.major, self.header.minor)
     }

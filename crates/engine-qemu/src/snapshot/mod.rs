@@ -27,7 +27,7 @@ use std::path::Path;
 pub use format::{SnapshotFile, SnapshotFileError, FORMAT_MAJOR, FORMAT_MINOR};
 pub use machine::Machine;
 
-/// What `--describe-snapshot` prints: the snapshot file's format version (`v2.0.0`).
+/// What `--describe-snapshot` prints: the snapshot file's format version (`v2.1.0`).
 /// Fails, naming the problem, for a file that is not a valid ec1 snapshot.
 pub fn describe_snapshot(path: &Path) -> Result<String, SnapshotFileError> {
     Ok(SnapshotFile::open(path)?.version_string())
