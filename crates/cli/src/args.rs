@@ -152,8 +152,13 @@ pub struct RunArgs {
     pub timings: bool,
     /// Boot the kernel cold instead of restoring (or first building) the boot template
     /// of this configuration.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pool")]
     pub cold: bool,
+    /// Only take a warm clone from a running `ec1 pool` of this configuration (fail if
+    /// none is ready). Without it, `ec1 run` takes one when it can and restores the
+    /// template otherwise.
+    #[arg(long)]
+    pub pool: bool,
     /// Append phase events (engine spawned, guest started, boot signal, agent ready,
     /// command start and end, restore steps, teardown) to this file as JSON lines.
     #[arg(long)]

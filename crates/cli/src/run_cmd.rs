@@ -45,6 +45,8 @@ fn run_inner(args: &RunArgs) -> Result<i32, Box<dyn std::error::Error>> {
     let opts = sandbox_options(&args.machine);
     let sandbox = if args.cold {
         Sandbox::boot(&opts)?
+    } else if args.pool {
+        Sandbox::from_pool(&opts, &TemplateCache::default_location()?)?
     } else {
         Sandbox::from_template(&opts, &TemplateCache::default_location()?)?
     };
@@ -90,6 +92,13 @@ mod tests {
 
     fn machine(a: &[&str]) -> MachineArgs {
         args(a).machine
+    }
+
+    #[test]
+    fn pool_and_cold_exclude_each_other() {
+        assert!(args(&["ec1", "run", "--pool", "--", "true"]).pool);
+        let both = crate::Cli::try_parse_from(["ec1", "run", "--pool", "--cold", "--", "true"]);
+        assert!(both.is_err());
     }
 
     #[test]

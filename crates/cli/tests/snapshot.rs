@@ -371,6 +371,22 @@ fn a_pool_serves_ec1_run_until_sigterm() {
         false
     });
     assert!(pooled, "no run was served by the pool");
+    // `--pool` takes a warm clone or fails: the pool refills after each claim.
+    let pooled = (0..300).any(|_| {
+        let out = run_output(
+            &xdg,
+            ec1,
+            &["--pool", "--kernel", ks, "--", "echo", "hi"],
+            b"",
+        );
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        false
+    });
+    assert!(pooled, "ec1 run --pool never got a warm clone");
     // SAFETY: kill has no memory effects; the pid is our unreaped child.
     unsafe { libc::kill(pool.id() as i32, libc::SIGTERM) };
     let status = pool.wait().unwrap();
@@ -380,4 +396,8 @@ fn a_pool_serves_ec1_run_until_sigterm() {
         "ec1 pool: stopping (signal 15)"
     );
     assert!(!Path::new(&socket).exists(), "the pool left its socket");
+    let out = run_output(&xdg, ec1, &["--pool", "--kernel", ks, "--", "true"], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("start `ec1 pool`"), "{stderr}");
 }

@@ -40,6 +40,21 @@ pub(crate) fn find_or_build(
 }
 
 impl Sandbox {
+    /// Starts `opts` from a warm clone that a running `ec1 pool` keeps for it (a clone
+    /// restored from the template and already run once: it only resumes). Fails with
+    /// [`SandboxError::NoPool`] when no pool serves this configuration or none of its
+    /// clones is ready.
+    pub fn from_pool(
+        opts: &SandboxOptions,
+        cache: &TemplateCache,
+    ) -> Result<Sandbox, SandboxError> {
+        let t0 = Instant::now();
+        let (key, _, _) = key_of(opts, cache)?;
+        crate::pool::claim(opts, cache, &key, t0).ok_or_else(|| SandboxError::NoPool {
+            key: key.chars().take(12).collect(),
+        })
+    }
+
     /// Starts `opts` from its boot template in `cache`: from a warm clone of a running
     /// `ec1 pool` for it if there is one, else by restoring the template, which is
     /// built first if there is none (a cold boot plus a snapshot, once per

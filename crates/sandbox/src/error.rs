@@ -23,6 +23,11 @@ pub enum SandboxError {
     },
     #[error("invalid sandbox options: {0}")]
     Options(String),
+    #[error(
+        "no warm clone of template {key} is ready: start `ec1 pool` with the same machine \
+         options (it keeps clones ready), wait for it to fill, or run without --pool"
+    )]
+    NoPool { key: String },
 }
 
 fn console_suffix(console: &str) -> String {
