@@ -155,6 +155,27 @@ fn execs_run_side_by_side_and_a_vanished_client_loses_only_its_command() {
 }
 
 #[test]
+fn the_default_kernel_has_what_programs_expect() {
+    // Each line proves one part of kernel/ec1-guest.config at run time.
+    let script = "unshare -u sh -c 'hostname inner; hostname'; \
+                  ip -6 addr show dev lo | grep -o '::1/128'; \
+                  cat /proc/sys/kernel/seccomp/actions_avail | grep -o user_notif; \
+                  test -e /proc/sysvipc/shm && echo sysvipc; \
+                  test -e /proc/sys/fs/inotify/max_user_watches && echo inotify; \
+                  test -c /dev/loop-control && echo loop; \
+                  grep -o overlay /proc/filesystems; \
+                  test -e /proc/sys/fs/aio-max-nr && echo aio; \
+                  ls /proc/self/ns | grep -c -E '^(ipc|net|pid|user|uts)$'";
+    let out = exec(&["sh", "-c", script], None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "inner\n::1/128\nuser_notif\nsysvipc\ninotify\nloop\noverlay\naio\n5\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn exec_separates_stdout_and_stderr_and_pipes_stdin() {
     let out = exec(&["sh", "-c", "echo to-out; echo to-err >&2"], None);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "to-out\n");
