@@ -2,7 +2,9 @@
 //! UUID matches, on any whole disk in `/sys/block`.
 //!
 //! * MBR (`msdos`): the disk signature (4 bytes at offset 440, little-endian) as
-//!   `%08x`, then `-%02x` with the partition number (primary partitions 1–4).
+//!   `%08x`, then `-%02x` with the partition number: primary partitions 1–4, logical
+//!   ones from 5 on, found by following each extended partition's chain of extended
+//!   boot records as the kernel does.
 //! * GPT: the partition's unique GUID in its text form (mixed-endian, as
 //!   `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`). The primary header (LBA 1) is used when
 //!   its CRCs are right, else the backup header at the last LBA, as the kernel does.
@@ -104,6 +106,15 @@ pub fn guid_text(b: &[u8; 16]) -> String {
 }
 
 const MBR_SIG_AT: usize = 440;
+/// Partition types the kernel follows as extended partitions (DOS, Windows LBA, Linux).
+const MBR_EXTENDED: [u8; 3] = [0x05, 0x0f, 0x85];
+/// Logical partitions are numbered from here.
+const MBR_FIRST_LOGICAL: u32 = 5;
+/// At most this many MBR partitions in all, as the kernel (DISK_MAX_PARTS - 1).
+const MBR_MAX_PARTS: u32 = 255;
+/// Extended boot records read in a row without finding a partition before giving up
+/// (the kernel's limit on a looping chain).
+const MBR_MAX_EMPTY_EBRS: u32 = 100;
 const MBR_TABLE_AT: usize = 446;
 const GPT_PROTECTIVE: u8 = 0xEE;
 /// At most this many GPT partitions, as the kernel (DISK_MAX_PARTS - 1).
@@ -218,7 +229,71 @@ pub fn partitions(read: &mut ReadAt, sector: u64, sectors: Option<u64>) -> Vec<(
         }
         return Vec::new();
     }
-    mbr_partitions(&sector0)
+    let mut parts = mbr_partitions(&sector0);
+    let sig = le32(&sector0, MBR_SIG_AT).unwrap_or(0);
+    let mut next = MBR_FIRST_LOGICAL;
+    for &(kind, start, len) in &entries {
+        if len != 0 && MBR_EXTENDED.contains(&kind) {
+            let extended = (u64::from(start), u64::from(len));
+            parts.extend(mbr_logical(read, sector, extended, sig, &mut next));
+        }
+    }
+    parts
+}
+
+/// The logical partitions (number, PARTUUID) of the extended partition at `first` for
+/// `size` sectors, numbered from `*next` on: the chain of extended boot records that
+/// starts there, as the kernel's msdos parser follows it (in each record, the data
+/// partitions at offsets from the record, then the first extended entry, at an offset
+/// from the extended partition's start, for the next record).
+fn mbr_logical(
+    read: &mut ReadAt,
+    sector: u64,
+    (first, size): (u64, u64),
+    sig: u32,
+    next: &mut u32,
+) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let (mut this, mut this_size) = (first, size);
+    let mut empty = 0;
+    while *next <= MBR_MAX_PARTS && empty < MBR_MAX_EMPTY_EBRS {
+        empty += 1;
+        let Some(at) = this.checked_mul(sector) else {
+            break;
+        };
+        let ebr = read(at, 512);
+        let Some(entries) = mbr_entries(&ebr) else {
+            break;
+        };
+        for (i, &(kind, start, len)) in entries.iter().enumerate() {
+            if len == 0 || MBR_EXTENDED.contains(&kind) || *next > MBR_MAX_PARTS {
+                continue;
+            }
+            let (start, len) = (u64::from(start), u64::from(len));
+            let begin = this.saturating_add(start);
+            // The third and fourth entries often hold garbage: only trusted inside.
+            let inside = start + len <= this_size
+                && begin >= first
+                && begin + len <= first.saturating_add(size);
+            if i >= 2 && !inside {
+                continue;
+            }
+            out.push((*next, format!("{sig:08x}-{:02x}", *next)));
+            *next += 1;
+            empty = 0;
+        }
+        match entries
+            .iter()
+            .find(|e| e.2 != 0 && MBR_EXTENDED.contains(&e.0))
+        {
+            Some(&(_, start, len)) => {
+                this = first.saturating_add(u64::from(start));
+                this_size = u64::from(len);
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 /// The partition number `spec` names among `parts`, if any.
@@ -385,6 +460,72 @@ mod tests {
         let last = (sectors as usize - 1) * 512;
         img[last..last + 92].copy_from_slice(&header(sectors - 1, 1));
         img
+    }
+
+    /// `entries` (type, first sector, sectors) written into the table of the 512-byte
+    /// record at sector `at` of `img`, with the boot signature.
+    fn record(img: &mut Vec<u8>, at: usize, entries: &[(u8, u32, u32)]) {
+        if img.len() < (at + 1) * 512 {
+            img.resize((at + 1) * 512, 0);
+        }
+        let s = &mut img[at * 512..(at + 1) * 512];
+        for (i, &(t, start, len)) in entries.iter().enumerate() {
+            let e = &mut s[446 + 16 * i..446 + 16 * (i + 1)];
+            e[4] = t;
+            e[8..12].copy_from_slice(&start.to_le_bytes());
+            e[12..16].copy_from_slice(&len.to_le_bytes());
+        }
+        s[510] = 0x55;
+        s[511] = 0xAA;
+    }
+
+    #[test]
+    fn logical_partitions_follow_the_extended_chain_and_a_loop_ends() {
+        let mut img = mbr([0x83, 0, 0, 0]);
+        // Slot 2: an extended partition at sector 100 for 400 sectors.
+        record(&mut img, 0, &[(0x83, 2048, 100), (0x05, 100, 400)]);
+        // First EBR: a data partition 10 sectors in, and the next EBR 200 sectors
+        // into the extended partition.
+        record(&mut img, 100, &[(0x83, 10, 50), (0x05, 200, 100)]);
+        // Second EBR: one more data partition, no next one.
+        record(&mut img, 300, &[(0x83, 10, 60)]);
+        img.resize(600 * 512, 0);
+        let sig = "0eaa91a0";
+        let want: Vec<(u32, String)> = [1, 2, 5, 6]
+            .iter()
+            .map(|&n| (n, format!("{sig}-{n:02x}")))
+            .collect();
+        assert_eq!(parts_of(&img), want);
+        let spec = parse_spec("PARTUUID=0EAA91A0-06").unwrap().unwrap();
+        assert_eq!(find(&parts_of(&img), &spec), Some(6));
+
+        // A chain that points back at itself ends: its data partition is counted
+        // until the partition numbers run out, as in the kernel.
+        record(&mut img, 300, &[(0x83, 10, 60), (0x0f, 200, 100)]);
+        let parts = parts_of(&img);
+        assert_eq!(
+            parts.len() as u32,
+            2 + (MBR_MAX_PARTS - MBR_FIRST_LOGICAL + 1)
+        );
+        assert_eq!(parts.last().unwrap().0, MBR_MAX_PARTS);
+        // An EBR with only an extended entry pointing at itself: no partitions, and
+        // the walk stops after MBR_MAX_EMPTY_EBRS records.
+        record(&mut img, 100, &[(0, 0, 0), (0x05, 0, 400)]);
+        assert_eq!(
+            parts_of(&img).iter().map(|p| p.0).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        // Garbage in the third and fourth slots outside the extended partition is
+        // ignored.
+        record(
+            &mut img,
+            100,
+            &[(0x83, 10, 50), (0, 0, 0), (0x83, 10, 5000)],
+        );
+        assert_eq!(
+            parts_of(&img).iter().map(|p| p.0).collect::<Vec<_>>(),
+            [1, 2, 5]
+        );
     }
 
     #[test]
