@@ -215,9 +215,6 @@ pub(crate) fn hello(
 ) -> Result<(UnixStream, FrameReader<UnixStream>, ReadyInfo)> {
     let io = |context| move |source| Error::Io { context, source };
     let mut w = stream.try_clone().map_err(io("duplicating the socket"))?;
-    // The channel carries one host connection at a time and the guest may still
-    // be dropping the previous one's bytes when ours arrive, so a hello can be
-    // lost: say it again every HELLO_RETRY until the agent answers any of them.
     let mut nonces = Vec::new();
     let say_hello = |w: &mut UnixStream, nonces: &mut Vec<u64>| -> Result<Instant> {
         let nonce = random_u64();

@@ -61,6 +61,11 @@ struct Routes {
 }
 
 impl Routes {
+    /// The channel session of client `id`'s session `theirs`, if it has one.
+    fn channel_session(&self, id: u64, theirs: u32) -> Option<u32> {
+        self.clients.get(&id)?.sessions.get(&theirs).copied()
+    }
+
     /// Forgets channel session `up` (ended, or closed by its client).
     fn forget(&mut self, up: u32) {
         if let Some((id, theirs)) = self.by_channel.remove(&up) {
@@ -267,10 +272,7 @@ impl Shared {
                     eof,
                     payload,
                 } => {
-                    let up = lock(&self.routes)
-                        .clients
-                        .get(&id)
-                        .and_then(|c| c.sessions.get(&session).copied());
+                    let up = lock(&self.routes).channel_session(id, session);
                     if let Some(up) = up {
                         let flags = if eof { FLAG_EOF } else { 0 };
                         let _ = write_frame(&mut *lock(&self.up), kind, flags, up, &payload);
@@ -310,10 +312,7 @@ impl Shared {
     fn refuse(&self, id: u64, session: u32, code: ErrorCode, message: String) {
         let up = {
             let mut r = lock(&self.routes);
-            let up = r
-                .clients
-                .get(&id)
-                .and_then(|c| c.sessions.get(&session).copied());
+            let up = r.channel_session(id, session);
             if let Some(up) = up {
                 r.forget(up);
             }
@@ -332,11 +331,7 @@ impl Shared {
         );
         let up = {
             let mut r = lock(&self.routes);
-            let known = r
-                .clients
-                .get(&id)
-                .and_then(|c| c.sessions.get(&session).copied());
-            match known {
+            match r.channel_session(id, session) {
                 Some(up) if !opens => {
                     if matches!(msg, Msg::Close) {
                         r.forget(up);
