@@ -659,8 +659,6 @@ impl NetVm {
         NetVm::boot_with(ns_name, extra, |_| {})
     }
 
-    /// As [`NetVm::boot`], running `before_start` with the API socket just before
-    /// `InstanceStart`.
     /// Starts `ec1 --inject-agent --api-sock <dir>/fc.sock <args>` in namespace `ns`
     /// and waits for its API socket. `args` may name files in `dir`.
     fn spawn(ns: Netns, dir: tempfile::TempDir, args: &[&std::ffi::OsStr]) -> NetVm {
@@ -692,13 +690,21 @@ impl NetVm {
         vm
     }
 
-    fn boot_with(ns_name: &str, extra: Value, before_start: impl FnOnce(&Path)) -> NetVm {
-        let ns = Netns::new(ns_name, "ec1tap0", "192.168.241.1/30");
+    /// An unconfigured ec1 in a new namespace `ns_name` whose TAP device `tap` has the
+    /// host's address.
+    fn start(ns_name: &str, tap: &str) -> NetVm {
+        let ns = Netns::new(ns_name, tap, "192.168.241.1/30");
         let dir = tempfile::Builder::new()
             .prefix("ec1-net")
             .tempdir()
             .unwrap();
-        let vm = NetVm::spawn(ns, dir, &[]);
+        NetVm::spawn(ns, dir, &[])
+    }
+
+    /// As [`NetVm::boot`], running `before_start` with the API socket just before
+    /// `InstanceStart`.
+    fn boot_with(ns_name: &str, extra: Value, before_start: impl FnOnce(&Path)) -> NetVm {
+        let vm = NetVm::start(ns_name, "ec1tap0");
         let sock = &vm.sock;
         put(
             sock,
@@ -926,14 +932,7 @@ fn network_overrides_and_mmds_come_back_on_a_restored_guest() {
                "network_overrides": [{"iface_id": iface, "host_dev_name": tap}]})
         .to_string()
     };
-    let fresh = |ns: &str| {
-        let dir = tempfile::Builder::new()
-            .prefix("ec1-net")
-            .tempdir()
-            .unwrap();
-        NetVm::spawn(Netns::new(ns, "ec1tap1", "192.168.241.1/30"), dir, &[])
-    };
-    let typo = fresh("ec1test-netov-b");
+    let typo = NetVm::start("ec1test-netov-b", "ec1tap1");
     let (code, body) = http(
         &typo.sock,
         "PUT",
@@ -946,7 +945,7 @@ fn network_overrides_and_mmds_come_back_on_a_restored_guest() {
         "{body}"
     );
     drop(typo);
-    let clone = fresh("ec1test-netov-c");
+    let clone = NetVm::start("ec1test-netov-c", "ec1tap1");
     let (code, body) = http(
         &clone.sock,
         "PUT",
