@@ -93,19 +93,19 @@ impl Sandbox {
     pub fn boot(opts: &SandboxOptions) -> Result<Sandbox, SandboxError> {
         let t0 = Instant::now();
         let engine = make_engine(opts.engine)?;
-        let mut sb = Sandbox::cold_boot(opts, engine, None, t0)?;
+        let mut sb = Sandbox::cold_boot(opts, engine, MemoryBacking::Anonymous, t0)?;
         if let Some(h) = &opts.hostname {
             sb.set_hostname(h)?;
         }
         Ok(sb)
     }
 
-    /// Boots `opts` cold on `engine`, with guest RAM in `ram_file` (shared, so the
-    /// guest can be snapshotted) or anonymous memory. `t0` is when preparation began.
+    /// Boots `opts` cold on `engine`, with guest RAM in `memory`. `t0` is when
+    /// preparation began.
     pub(crate) fn cold_boot(
         opts: &SandboxOptions,
         engine: Arc<dyn Engine>,
-        ram_file: Option<PathBuf>,
+        memory: MemoryBacking,
         t0: Instant,
     ) -> Result<Sandbox, SandboxError> {
         let kernel = match &opts.kernel {
@@ -116,9 +116,7 @@ impl Sandbox {
             initramfs::combined_initrd(opts.initrd.as_deref(), &initramfs::Options::from_env()?)?;
         let run_dir = new_run_dir()?;
         let mut spec = spec_for(opts, kernel, initrd, run_dir.path())?;
-        if let Some(path) = ram_file {
-            spec.memory = MemoryBacking::File { path, shared: true };
-        }
+        spec.memory = memory;
         let prepare = t0.elapsed();
         ec1_trace::event!("sandbox.prepared", ms = prepare.as_secs_f64() * 1000.0);
 

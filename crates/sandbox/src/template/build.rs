@@ -1,12 +1,18 @@
-//! Making a boot template: a cold boot with guest RAM in the template's memory file,
-//! one warm-up command, then pause, snapshot and stop.
+//! Making a boot template: a cold boot with guest RAM in a memfd, one warm-up command,
+//! then pause, snapshot (the RAM the guest touched is copied into the template's
+//! memory file, holes kept) and stop.
+//!
+//! The guest does not run on the memory file itself: with RAM on the disk's
+//! filesystem every first write of the guest to a page is a filesystem write fault,
+//! and the template's cold boot took ~900 ms against ~650 ms with a memfd and a
+//! ~30 ms sparse copy at the end.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ec1_client::Command;
-use ec1_engine::{Engine, SnapshotTarget};
+use ec1_engine::{Engine, MemoryBacking, SnapshotTarget};
 
 use super::cache::{now_unix_ms, TemplateCache, TemplateMeta, MEM_FILE, STATE_FILE};
 use super::key::TemplateInputs;
@@ -26,7 +32,7 @@ pub fn build(
         kernel: Some(inputs.kernel.path.clone()),
         ..opts.clone()
     };
-    let sb = Sandbox::cold_boot(&opts, engine, Some(mem.clone()), t0)?;
+    let sb = Sandbox::cold_boot(&opts, engine, MemoryBacking::Shared, t0)?;
     // The first command in a fresh guest pays for page faults, dentry and slab caches
     // and the agent's first spawn; run one now so that every clone starts past them.
     let warm = sb
@@ -46,8 +52,7 @@ pub fn build(
     let boot = t0.elapsed();
     let t1 = Instant::now();
     sb.engine().pause()?;
-    // The memory file is the guest's own RAM file: the snapshot leaves it in place,
-    // and the guest is stopped right after, so nothing writes it again.
+    // Clones map the memory file privately; nothing writes it after this copy.
     sb.engine().snapshot(&SnapshotTarget {
         state_path: dir.join(STATE_FILE),
         mem_path: mem,
