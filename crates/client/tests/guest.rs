@@ -282,6 +282,12 @@ fn environment_cwd_and_user() {
         String::from_utf8_lossy(&o.stdout),
         "bar baz\n/tmp\n1000\n1000\n"
     );
+    // Without a directory, and with `/` given, commands start in `/` (the agent skips
+    // the chdir then, so that it can spawn without forking).
+    for cmd in [Command::new("pwd"), Command::new("pwd").cwd("/")] {
+        let o = g.client.output(&cmd).unwrap();
+        assert_eq!(o.stdout, b"/\n");
+    }
     let e = g
         .client
         .output(&Command::new("true").cwd("/no/such/dir"))
