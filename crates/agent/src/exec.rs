@@ -7,7 +7,7 @@ use crate::sys;
 use ec1_proto::{CreditGate, ErrorCode, ExecRequest, Kind, Msg, Stream, DATA_CHUNK};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -22,11 +22,9 @@ use std::time::{Duration, Instant};
 /// After a timeout kill, how long to wait for the output to end before reporting
 /// anyway (a process outside the group may hold the pipes).
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
-const THREAD_STACK: usize = 256 * 1024;
 
 /// Starts `req` for session `s` on a thread of its own.
 pub fn start(sh: Arc<Shared>, s: Arc<Session>, req: ExecRequest) {
-    let name = format!("exec-{}", s.id);
     // The input queue exists before the host can learn the command started: stdin it
     // sends right after `Started` must not find the session without one.
     let input = req.stdin.then(|| {
@@ -36,21 +34,9 @@ pub fn start(sh: Arc<Shared>, s: Arc<Session>, req: ExecRequest) {
     });
     let s2 = s.clone();
     let sh2 = sh.clone();
-    let r = std::thread::Builder::new()
-        .name(name)
-        .stack_size(THREAD_STACK)
-        .spawn(move || run(&sh2, &s2, req, input));
-    if let Err(e) = r {
+    if let Err(e) = crate::workers::run(move || run(&sh2, &s2, req, input)) {
         sh.fail(&s, ErrorCode::Io, format!("cannot start a thread: {e}"));
     }
-}
-
-fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name(name)
-        .stack_size(THREAD_STACK)
-        .spawn(f)
-        .map(|_| ())
 }
 
 /// Finds `prog` the way a shell would: as a path if it has a `/` (relative to `cwd`),
@@ -245,7 +231,7 @@ fn run(sh: &Arc<Shared>, s: &Arc<Session>, req: ExecRequest, input: Option<Recei
     for (f, kind) in [(Some(io.stdout), Kind::Stdout), (io.stderr, Kind::Stderr)] {
         let Some(f) = f else { continue };
         let (sh2, s2, tx) = (sh.clone(), s.clone(), done_tx.clone());
-        let ok = spawn_thread(format!("out-{}", s.id), move || {
+        let ok = crate::workers::run(move || {
             pump(&sh2, &s2, &f, kind);
             let _ = tx.send(());
         });
@@ -257,9 +243,7 @@ fn run(sh: &Arc<Shared>, s: &Arc<Session>, req: ExecRequest, input: Option<Recei
     if let (Some(stdin), Some(rx)) = (io.stdin, input) {
         let (sh2, s2) = (sh.clone(), s.clone());
         let is_pty = io.pty_master.is_some();
-        let _ = spawn_thread(format!("in-{}", s.id), move || {
-            feed(&sh2, &s2, stdin, rx, is_pty)
-        });
+        let _ = crate::workers::run(move || feed(&sh2, &s2, stdin, rx, is_pty));
     }
 
     let deadline = req.timeout_ms.map(|t| started + Duration::from_millis(t));

@@ -45,13 +45,10 @@ fn io_fail(sh: &Shared, s: &Session, what: &str, path: &Path, e: std::io::Error)
 pub fn start_upload(sh: Arc<Shared>, s: Arc<Session>, path: Vec<u8>, mode: u32) {
     let (tx, rx) = mpsc::channel();
     s.set_input(tx);
-    let r = std::thread::Builder::new()
-        .name(format!("upload-{}", s.id))
-        .stack_size(256 * 1024)
-        .spawn({
-            let (sh, s) = (sh.clone(), s.clone());
-            move || upload(&sh, &s, &abs(&path), mode & 0o7777, rx)
-        });
+    let r = crate::workers::run({
+        let (sh, s) = (sh.clone(), s.clone());
+        move || upload(&sh, &s, &abs(&path), mode & 0o7777, rx)
+    });
     if let Err(e) = r {
         sh.fail(&s, ErrorCode::Io, format!("cannot start a thread: {e}"));
     }
@@ -111,13 +108,10 @@ fn upload(sh: &Shared, s: &Session, path: &Path, mode: u32, rx: Receiver<Chunk>)
 
 /// Starts sending the file at `path`.
 pub fn start_download(sh: Arc<Shared>, s: Arc<Session>, path: Vec<u8>) {
-    let r = std::thread::Builder::new()
-        .name(format!("download-{}", s.id))
-        .stack_size(256 * 1024)
-        .spawn({
-            let (sh, s) = (sh.clone(), s.clone());
-            move || download(&sh, &s, &abs(&path))
-        });
+    let r = crate::workers::run({
+        let (sh, s) = (sh.clone(), s.clone());
+        move || download(&sh, &s, &abs(&path))
+    });
     if let Err(e) = r {
         sh.fail(&s, ErrorCode::Io, format!("cannot start a thread: {e}"));
     }

@@ -21,6 +21,7 @@ pub mod refresh;
 pub mod server;
 pub mod session;
 pub mod sys;
+pub mod workers;
 
 pub use reaper::{DirectReaper, InitReaper, Reaper};
 pub use server::{default_env, Config, Link, Server};
