@@ -56,8 +56,8 @@ impl Workers {
         loop {
             let taken = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             match taken {
-                // A thread that gave up waiting drops its receiver after leaving the
-                // idle list, so a send fails only on a thread that is gone: try another.
+                // A thread leaves the idle list before it drops its receiver, so this
+                // send cannot fail; if it ever did, the job would go to another thread.
                 Some((_, tx)) => match tx.send(job) {
                     Ok(()) => return Ok(()),
                     Err(mpsc::SendError(j)) => job = j,
