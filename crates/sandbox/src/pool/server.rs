@@ -2,7 +2,7 @@
 //!
 //! A restored clone is fast to start, but under TCG its first command pays for
 //! translating every guest code path again (the translation cache lives in the QEMU
-//! process, not in the snapshot): ~50 ms to reconnect and ~115 ms for a first `true`.
+//! process, not in the snapshot): ~40–50 ms to reconnect and ~90 ms for a first `true`.
 //! A pool does that work ahead of time: each member is restored, refreshed, runs a
 //! warm-up command, is disconnected and reconnected once (so the reconnect path is
 //! translated too), and is then paused, costing no CPU. A claim resumes one and hands
