@@ -133,7 +133,7 @@ pub struct Settings {
     pub warmup: usize,
     pub kernel: Option<String>,
     pub boot_args: Vec<String>,
-    /// Alternated variants run A B A B so that drift of the machine hits both alike.
+    /// Alternated variants run A B B A A B ... so that drift of the machine hits both alike.
     pub alternated: bool,
 }
 

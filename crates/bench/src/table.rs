@@ -72,7 +72,7 @@ pub fn render(r: &Report) -> String {
             c0.a,
             c0.b,
             if r.settings.alternated {
-                " (runs alternated A B A B)"
+                " (runs alternated A B B A ...)"
             } else {
                 ""
             }
@@ -145,7 +145,10 @@ mod tests {
         s.alternated = true;
         let r = Report::new("cold", HostInfo::default(), s, vec![a, b]);
         let t = render(&r);
-        assert!(t.contains("ec1 vs qemu (runs alternated A B A B)"), "{t}");
+        assert!(
+            t.contains("ec1 vs qemu (runs alternated A B B A ...)"),
+            "{t}"
+        );
         assert!(t.contains("×1.26"), "{t}");
         assert!(t.contains("(+130 ms)"), "{t}");
         assert!(t.contains("MiB/s"), "{t}");
