@@ -1,11 +1,10 @@
 //! The order runs happen in. Warm-up runs come first and are dropped; two variants
 //! alternate A B B A A B ..., so that the machine's drift (another build starting, the
 //! CPU clocking down) lands on both instead of on whichever ran second, and so does
-//! whatever a run leaves to the next one. On the development machine memory freed by
-//! one VM is handed back to the hypervisor within seconds and is slow to touch again,
-//! so the run that came right after the other variant's teardown was favoured: with a
-//! fixed A B order, ec1 measured 30-55 ms behind plain QEMU in three runs in a row,
-//! and with pairs in turn ±20-30 ms either way.
+//! any effect one run has on the next. On the development machine the variant that
+//! went first in each pair was slower: with a fixed A B order, ec1 measured 34-50 ms
+//! behind plain QEMU, and the same build taking turns -4 to -5 ms (two runs each,
+//! interleaved).
 
 use crate::error::BenchError;
 use crate::progress::Progress;
