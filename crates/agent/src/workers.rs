@@ -90,7 +90,7 @@ impl Workers {
                     let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
                     match idle.iter().position(|(i, _)| *i == id) {
                         Some(i) => {
-                            idle.swap_remove(i);
+                            idle.remove(i);
                             return;
                         }
                         // Taken just now: its job is on the way.
