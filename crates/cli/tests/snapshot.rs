@@ -341,8 +341,12 @@ fn a_pool_serves_ec1_run_until_sigterm() {
     let xdg = tmp.path().join("cache");
     let k = kernel();
     let ks = k.to_str().unwrap();
+    // The pool's own temporary directory: whatever it leaves there is a leak.
+    let pool_tmp = tmp.path().join("pool-tmp");
+    std::fs::create_dir(&pool_tmp).unwrap();
     let mut cmd = Command::new(EC1);
     cmd.env("XDG_CACHE_HOME", &xdg)
+        .env("TMPDIR", &pool_tmp)
         .args([
             "pool", "--size", "1", "--engine", "qemu-tcg", "--mem", "128",
         ])
@@ -387,15 +391,42 @@ fn a_pool_serves_ec1_run_until_sigterm() {
         false
     });
     assert!(pooled, "ec1 run --pool never got a warm clone");
+    // Stop the pool while one of its clones runs a command: the pool stops that clone
+    // too (the run ends with an error) and waits for it, leaving nothing behind.
+    let claimed = (0..300).find_map(|_| {
+        let mut c = Command::new(ec1);
+        c.env("XDG_CACHE_HOME", &xdg)
+            .args(["run", "--engine", "qemu-tcg", "--mem", "128", "--pool"])
+            .args(["--kernel", ks, "--", "sh", "-c", "echo up; exec sleep 30"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = spawn_tied(c);
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        if first == "up\n" {
+            return Some(child);
+        }
+        child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        None
+    });
+    let mut claimed = claimed.expect("no `ec1 run --pool` got a clone to keep");
     // SAFETY: kill has no memory effects; the pid is our unreaped child.
     unsafe { libc::kill(pool.id() as i32, libc::SIGTERM) };
     let status = pool.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    let run_status = claimed.wait().unwrap();
+    assert!(!run_status.success(), "the claimed run outlived its clone");
     assert_eq!(
         lines.next().unwrap().unwrap(),
         "ec1 pool: stopping (signal 15)"
     );
     assert!(!Path::new(&socket).exists(), "the pool left its socket");
+    let left: Vec<_> = std::fs::read_dir(&pool_tmp).unwrap().flatten().collect();
+    assert!(left.is_empty(), "the pool left {left:?}");
     let out = run_output(&xdg, ec1, &["--pool", "--kernel", ks, "--", "true"], b"");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{stderr}");

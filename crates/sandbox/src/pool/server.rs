@@ -210,11 +210,21 @@ pub fn serve(
         socket: socket.clone(),
         key,
     });
+    // Claims being served: their connection (to end them) and their thread.
+    let mut claims: Vec<(UnixStream, std::thread::JoinHandle<()>)> = Vec::new();
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
         }
         let Ok(conn) = conn else { continue };
+        claims.retain(|(_, t)| !t.is_finished());
+        let ctl = match conn.try_clone() {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("cannot serve a claim: {e}");
+                continue;
+            }
+        };
         let members = members.clone();
         let spawned = std::thread::Builder::new()
             .name("ec1-pool-claim".into())
@@ -223,11 +233,21 @@ pub fn serve(
                     log::warn!("pool claim: {e}");
                 }
             });
-        if let Err(e) = spawned {
-            log::warn!("cannot serve a claim: {e}");
+        match spawned {
+            Ok(t) => claims.push((ctl, t)),
+            Err(e) => log::warn!("cannot serve a claim: {e}"),
         }
     }
     let _ = std::fs::remove_file(&socket);
+    // Stopping the pool stops the clones it handed out too, and waits for them: a
+    // claim still shutting its clone down (its claimant just finished) must not be
+    // cut short by the process exiting, which would leave the clone's run directory.
+    for (conn, _) in &claims {
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    }
+    for (_, t) in claims {
+        let _ = t.join();
+    }
     members.changed.notify_all();
     let _ = filler.join();
     members
