@@ -140,14 +140,20 @@ fn firecracker_snapshot_create_and_load_in_a_fresh_process() {
     assert_eq!(ok(&exec(&c.sock, "echo $((6 * 7))")), "42\n");
 }
 
-/// `ec1 run` with its cache in `xdg` (so templates are this test's own), `input` on
-/// its stdin; whatever its status.
-fn run_output(xdg: &Path, ec1: &Path, args: &[&str], input: &[u8]) -> Output {
+/// `ec1 run` on TCG with 128 MiB, its cache in `xdg` (so templates are this test's
+/// own), then `args`.
+fn run_command(xdg: &Path, ec1: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(ec1);
     cmd.env("XDG_CACHE_HOME", xdg)
-        .arg("run")
-        .args(["--engine", "qemu-tcg", "--mem", "128", "--timings"])
+        .args(["run", "--engine", "qemu-tcg", "--mem", "128"])
         .args(args);
+    cmd
+}
+
+/// [`run_command`] with `--timings`, `input` on its stdin; whatever its status.
+fn run_output(xdg: &Path, ec1: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut cmd = run_command(xdg, ec1, &["--timings"]);
+    cmd.args(args);
     output_with_input(cmd, input)
 }
 
@@ -301,12 +307,8 @@ fn run_passes_stdin_and_signals_and_exits_with_the_commands_status() {
     ] {
         let run_tmp = tmp.path().join(format!("tmp-{sig}"));
         std::fs::create_dir(&run_tmp).unwrap();
-        let mut child = Command::new(EC1)
-            .env("XDG_CACHE_HOME", &xdg)
+        let mut child = run_command(&xdg, Path::new(EC1), &["--kernel", ks])
             .env("TMPDIR", &run_tmp)
-            .args([
-                "run", "--engine", "qemu-tcg", "--mem", "128", "--kernel", ks,
-            ])
             .args(["--", "sh", "-c", script])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -394,10 +396,8 @@ fn a_pool_serves_ec1_run_until_sigterm() {
     // Stop the pool while one of its clones runs a command: the pool stops that clone
     // too (the run ends with an error) and waits for it, leaving nothing behind.
     let claimed = (0..300).find_map(|_| {
-        let mut c = Command::new(ec1);
-        c.env("XDG_CACHE_HOME", &xdg)
-            .args(["run", "--engine", "qemu-tcg", "--mem", "128", "--pool"])
-            .args(["--kernel", ks, "--", "sh", "-c", "echo up; exec sleep 30"])
+        let mut c = run_command(&xdg, ec1, &["--pool", "--kernel", ks]);
+        c.args(["--", "sh", "-c", "echo up; exec sleep 30"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
