@@ -14,12 +14,38 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 need_apt=()
 pkg_ok() { dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed; }
 
+# The URI of the Debian archive that this machine's apt sources use for bookworm
+# (deb822 `.sources` files or one-line `sources.list` entries), so that no package
+# host is named here.
+debian_mirror() {
+    local f
+    {
+        for f in /etc/apt/sources.list.d/*.sources; do
+            [ -r "$f" ] || continue
+            # deb822: one stanza per paragraph; the URI of a stanza whose suites include bookworm.
+            awk 'BEGIN { RS = "" }
+                 /(^|\n)Suites:[^\n]*[ \t]bookworm([ \t\n]|$)/ {
+                     if (match($0, /URIs:[ \t]*[^ \t\n]+/)) { u = substr($0, RSTART, RLENGTH); sub(/URIs:[ \t]*/, "", u); print u }
+                 }' "$f"
+        done
+        cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+            | awk '$1 == "deb" && / bookworm / { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; break } }'
+    } | head -n1
+    return 0
+}
+
 # QEMU 10 lives in bookworm-backports on Debian 12.
 qemu_major() { qemu-system-x86_64 --version 2>/dev/null | sed -n 's/^QEMU emulator version \([0-9]*\).*/\1/p'; }
 if [ "$(qemu_major || true)" = "" ] || [ "$(qemu_major)" -lt 10 ]; then
     if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
         log "adding bookworm-backports to apt's sources"
-        echo 'deb http://deb.debian.org/debian bookworm-backports main' | $SUDO tee /etc/apt/sources.list.d/ec1-backports.list >/dev/null
+        # The mirror is the one this machine's own sources already use for bookworm.
+        mirror=$(debian_mirror)
+        if [ -z "$mirror" ]; then
+            log "no Debian bookworm source found in /etc/apt: add bookworm-backports to apt's sources by hand"
+            exit 1
+        fi
+        echo "deb $mirror bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/ec1-backports.list >/dev/null
     fi
     log "installing qemu-system-x86 from bookworm-backports"
     $SUDO apt-get update -q
