@@ -15,8 +15,11 @@ use crate::router::VmmAction;
 use crate::vmm::Vmm;
 
 /// The whole configuration of a microVM.
+///
+/// Like Firecracker's `VmmConfig`, the top level has no `deny_unknown_fields`: unknown
+/// keys are ignored (clients write `"balloon_device": null` and such), while each
+/// section refuses unknown fields where Firecracker's struct for it does.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct VmConfigFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balloon: Option<BalloonDeviceConfig>,
@@ -230,17 +233,92 @@ pub fn export(res: &VmResources) -> VmConfigFile {
 mod tests {
     use super::*;
 
+    /// A configuration with `extra` merged into its top level.
+    fn with(extra: serde_json::Value) -> Result<VmConfigFile, serde_json::Error> {
+        let mut v = serde_json::json!({"boot-source": {"kernel_image_path": "k"}});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        VmConfigFile::parse(&v.to_string())
+    }
+
+    fn refused(r: Result<VmConfigFile, serde_json::Error>, field: &str) {
+        let e = r.unwrap_err();
+        assert!(
+            e.to_string().contains(&format!("unknown field `{field}`")),
+            "{e}"
+        );
+    }
+
+    /// Firecracker's `VmmConfig` ignores unknown top-level keys (clients in the wild
+    /// write `"balloon_device": null` and the like), and so does ec1.
     #[test]
-    fn unknown_sections_and_fields_are_refused() {
-        let e = VmConfigFile::parse(r#"{"boot-source":{"kernel_image_path":"k"},"bogus":1}"#)
-            .unwrap_err();
-        assert!(e.to_string().contains("unknown field `bogus`"), "{e}");
-        let e = VmConfigFile::parse(r#"{"boot-source":{"kernel_image_path":"k","kernel":"x"}}"#)
-            .unwrap_err();
-        assert!(e.to_string().contains("unknown field `kernel`"), "{e}");
+    fn unknown_top_level_keys_are_ignored_as_firecracker_does() {
+        let c = with(serde_json::json!({
+            "balloon_device": null, "vsock_device": null, "logger_system": null, "bogus": {"x": 1}
+        }))
+        .unwrap();
+        assert_eq!(c.boot_source.unwrap().kernel_image_path, "k");
         assert!(VmConfigFile::parse("{not json").is_err());
-        let e = VmConfigFile::parse(r#"{"machine-config":{"vcpu_count":300,"mem_size_mib":1}}"#)
-            .unwrap_err();
+    }
+
+    /// Below the top level, level by level, what Firecracker's structs refuse
+    /// (`deny_unknown_fields`) ec1 refuses, and what they let through ec1 lets through.
+    #[test]
+    fn nested_levels_refuse_or_ignore_as_firecracker_does() {
+        use serde_json::json;
+        refused(
+            with(json!({"boot-source": {"kernel_image_path": "k", "kernel": "x"}})),
+            "kernel",
+        );
+        refused(
+            with(json!({"machine-config": {"vcpu_count": 1, "mem_size_mib": 128, "x": 1}})),
+            "x",
+        );
+        let drive = |extra: serde_json::Value| {
+            let mut d = json!({"drive_id": "root", "path_on_host": "r", "is_root_device": true, "is_read_only": false});
+            for (k, x) in extra.as_object().unwrap() {
+                d[k] = x.clone();
+            }
+            with(json!({ "drives": [d] }))
+        };
+        refused(drive(json!({"x": 1})), "x");
+        refused(drive(json!({"rate_limiter": {"x": 1}})), "x");
+        // The token bucket itself (`TokenBucketConfig`) has no `deny_unknown_fields`.
+        let c =
+            drive(json!({"rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1, "x": 1}}}));
+        assert!(c.unwrap().drives[0].rate_limiter.is_some());
+        refused(
+            with(json!({"network-interfaces": [{"iface_id": "e", "host_dev_name": "t", "x": 1}]})),
+            "x",
+        );
+        refused(
+            with(json!({"vsock": {"guest_cid": 3, "uds_path": "v", "x": 1}})),
+            "x",
+        );
+        refused(
+            with(json!({"balloon": {"amount_mib": 1, "deflate_on_oom": false, "x": 1}})),
+            "x",
+        );
+        refused(with(json!({"entropy": {"x": 1}})), "x");
+        refused(with(json!({"logger": {"x": 1}})), "x");
+        refused(
+            with(json!({"mmds-config": {"network_interfaces": [], "x": 1}})),
+            "x",
+        );
+        refused(
+            with(json!({"pmem": [{"id": "p", "path_on_host": "p", "x": 1}]})),
+            "x",
+        );
+        refused(
+            with(json!({"memory-hotplug": {"total_size_mib": 1, "x": 1}})),
+            "x",
+        );
+        // `MetricsConfig` has no `deny_unknown_fields` either.
+        let c = with(json!({"metrics": {"metrics_path": "m", "x": 1}})).unwrap();
+        assert!(c.metrics.is_some());
+        let e =
+            with(json!({"machine-config": {"vcpu_count": 300, "mem_size_mib": 1}})).unwrap_err();
         assert!(e.to_string().contains("u8"), "{e}");
     }
 

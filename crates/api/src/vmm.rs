@@ -35,8 +35,9 @@ mod devices;
 /// The Firecracker API version ec1 implements (the spec is 1.17.0-dev). Clients such as
 /// the Go SDK pick features from `GET /version`, so this is Firecracker's number.
 pub const FIRECRACKER_API_VERSION: &str = "1.17.0";
-/// `InstanceInfo.app_name`.
-pub const APP_NAME: &str = "ec1";
+/// `InstanceInfo.app_name`: Firecracker's, because clients and Firecracker's own test
+/// framework check it (ec1 says what it is in `ec1 --version`'s later lines).
+pub const APP_NAME: &str = "Firecracker";
 
 /// Builds the engine for a machine. Injected so tests (and other engines) plug in.
 pub type EngineFactory = Arc<dyn Fn(&VmSpec) -> Result<Arc<dyn Engine>, EngineError> + Send + Sync>;

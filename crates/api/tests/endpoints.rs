@@ -21,7 +21,7 @@ fn get_root_describes_the_instance() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.body.unwrap(),
-        json!({"id":"test-vm","state":"Not started","vmm_version":"1.17.0","app_name":"ec1"})
+        json!({"id":"test-vm","state":"Not started","vmm_version":"1.17.0","app_name":"Firecracker"})
     );
     assert_eq!(
         c.bad("GET", "/", Some("{}")),

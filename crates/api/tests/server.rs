@@ -23,7 +23,7 @@ fn keep_alive_serves_many_requests_on_one_connection() {
     let a = c.read_response().unwrap();
     let b = c.read_response().unwrap();
     assert!(a.body.unwrap().get("firecracker_version").is_some());
-    assert_eq!(b.body.unwrap()["app_name"], "ec1");
+    assert_eq!(b.body.unwrap()["app_name"], "Firecracker");
 }
 
 #[test]

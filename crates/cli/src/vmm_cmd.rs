@@ -6,12 +6,15 @@ use ec1_engine::{AccelChoice, Engine, EngineError, VmSpec};
 use ec1_sandbox::{agent_socket_for, make_engine, InjectAgent};
 use std::sync::Arc;
 
-/// The Firecracker version whose API ec1 serves, for `--version`.
+/// `--version`: Firecracker's first line (`Firecracker v1.17.0`, the API version ec1
+/// implements) and its blank line, because orchestrators take the second word of the
+/// first line as the version and compare it with their minimum (Kata's `parseVersion`);
+/// then what ec1 is, where a person looks.
 pub fn version_text() -> String {
     format!(
-        "ec1 v{} (Firecracker API v{})\n",
-        env!("CARGO_PKG_VERSION"),
-        ec1_api::FIRECRACKER_API_VERSION
+        "Firecracker v{api}\n\nec1 v{ec1}: Firecracker's API v{api} on an engine (qemu: microvm, KVM or TCG)\n",
+        api = ec1_api::FIRECRACKER_API_VERSION,
+        ec1 = env!("CARGO_PKG_VERSION"),
     )
 }
 
@@ -137,7 +140,16 @@ mod tests {
 
     #[test]
     fn version_names_the_api() {
-        assert!(version_text().contains("Firecracker API v"));
+        let text = version_text();
+        let first = text.lines().next().unwrap();
+        assert_eq!(
+            first,
+            format!("Firecracker v{}", ec1_api::FIRECRACKER_API_VERSION)
+        );
+        // Kata's parseVersion: the second word of the first line, less its `v`.
+        let word = first.split(' ').nth(1).unwrap().trim_start_matches('v');
+        assert_eq!(word.split('.').count(), 3);
+        assert!(text.lines().nth(2).unwrap().starts_with("ec1 v"));
         assert_eq!(run(&fc(&["--version"])), 0);
         assert_eq!(run(&fc(&["--describe-snapshot", "/x"])), 1);
     }

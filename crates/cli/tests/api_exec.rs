@@ -421,7 +421,7 @@ fn api_reports_state_and_refuses_pre_boot_calls_after_start() {
     assert_eq!(code, 200);
     let info: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(info["id"], "shared_vm");
-    assert_eq!(info["app_name"], "ec1");
+    assert_eq!(info["app_name"], "Firecracker");
     assert!(
         info["state"] == "Running" || info["state"] == "Paused",
         "{info}"

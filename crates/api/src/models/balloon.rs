@@ -30,7 +30,6 @@ pub struct BalloonUpdateStatsConfig {
 
 /// Optional body of `PATCH /balloon/hinting/start` (`BalloonStartCmd`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StartHintingCmd {
     #[serde(default)]
     pub acknowledge_on_stop: bool,

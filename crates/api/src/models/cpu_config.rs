@@ -25,7 +25,6 @@ impl CustomCpuTemplate {
 
 /// `CpuidLeafModifier`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CpuidLeafModifier {
     pub leaf: String,
     pub subleaf: String,
@@ -45,7 +44,6 @@ pub enum CpuidRegister {
 
 /// `CpuidRegisterModifier`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CpuidRegisterModifier {
     pub register: CpuidRegister,
     pub bitmap: String,
@@ -53,7 +51,6 @@ pub struct CpuidRegisterModifier {
 
 /// `MsrModifier`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MsrModifier {
     pub addr: String,
     pub bitmap: String,
@@ -61,7 +58,6 @@ pub struct MsrModifier {
 
 /// `ArmRegisterModifier` (aarch64 only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ArmRegisterModifier {
     pub addr: String,
     pub bitmap: String,
@@ -69,7 +65,6 @@ pub struct ArmRegisterModifier {
 
 /// `VcpuFeatures` (aarch64 only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct VcpuFeatures {
     pub index: i32,
     pub bitmap: String,

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 
 /// Body of `PUT /metrics` (`Metrics`) and the config file's `metrics`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     pub metrics_path: PathBuf,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

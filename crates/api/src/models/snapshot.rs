@@ -37,7 +37,6 @@ pub struct MemBackendConfig {
 
 /// `NetworkOverride`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NetworkOverride {
     pub iface_id: String,
     pub host_dev_name: String,
@@ -45,7 +44,6 @@ pub struct NetworkOverride {
 
 /// `VsockOverride`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct VsockOverride {
     pub uds_path: String,
 }

@@ -40,10 +40,10 @@ impl ApiResponse {
 
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
-        // Every answer says JSON, 204s included, as Firecracker's server does.
+        // Every answer says JSON, 204s included, and names its server, as Firecracker's does.
         let mut b = Response::builder()
             .status(status)
-            .header(header::SERVER, "ec1")
+            .header(header::SERVER, "Firecracker API")
             .header(header::CONTENT_TYPE, "application/json");
         if self.close {
             b = b.header(header::CONNECTION, "close");
