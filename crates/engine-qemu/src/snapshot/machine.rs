@@ -38,7 +38,10 @@ pub struct Machine {
     pub kernel: String,
     /// The initrd the guest booted (informational).
     pub initrd: Option<String>,
-    /// The kernel command line as given (informational).
+    /// The kernel command line as given. A restore does not boot it, but the machine's
+    /// layout follows from it (`i8042.noaux` frees a virtio transport, and the device
+    /// count decides between the machines with and without ACPI), so the restored
+    /// machine is built with it.
     pub cmdline: String,
 }
 
@@ -290,7 +293,7 @@ impl Machine {
             id: host.id.clone(),
             kernel: PathBuf::new(),
             initrd: None,
-            cmdline: String::new(),
+            cmdline: self.cmdline.clone(),
             vcpus: self.vcpus,
             smt: self.smt,
             mem_mib: self.mem_mib,
@@ -521,7 +524,7 @@ mod tests {
             }
         );
         assert_eq!(r.kernel, PathBuf::new());
-        assert_eq!(r.cmdline, "");
+        assert_eq!(r.cmdline, s.cmdline, "the layout follows the command line");
         // The hardware is the snapshot's.
         assert_eq!((r.vcpus, r.smt, r.mem_mib), (2, true, 256));
         assert_eq!(r.drives, s.drives);
