@@ -38,6 +38,10 @@ pub struct Config {
     /// Environment every command starts with (requests add to it).
     pub base_env: Vec<(OsString, OsString)>,
     pub reaper: Arc<dyn Reaper>,
+    /// Why the guest is not where the host asked it to be (its root drive could not be
+    /// mounted): then every command and file transfer is refused with this reason
+    /// instead of running in the initramfs.
+    pub refusal: Option<String>,
 }
 
 /// The default environment of commands: what a login shell of root would have.
@@ -252,6 +256,12 @@ impl Server {
                 }
             }
             Msg::Ping { token } => sh.outbox.msg(epoch, session, &Msg::Pong { token }),
+            Msg::Exec(_) | Msg::Upload { .. } | Msg::Download { .. }
+                if sh.config.refusal.is_some() =>
+            {
+                let why = sh.config.refusal.clone().unwrap_or_default();
+                self.reject(session, ErrorCode::Refused, why);
+            }
             Msg::Exec(req) => {
                 if let Some(s) = self.new_session(session, epoch, Some(Stream::Stdin)) {
                     crate::exec::start(self.shared.clone(), s, req);

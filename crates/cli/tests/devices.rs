@@ -1203,3 +1203,81 @@ fn mmds_v1_from_a_config_file_needs_no_token() {
     ]);
     assert!(out.starts_with("HTTP/1.0 405 "), "{out:?}");
 }
+
+/// flintlock's launch form: `--id ID --boot-timer --no-api --config-file F --metadata
+/// M`, with the interface and MMDS (V1) in the configuration file. The guest brings its
+/// own init (a busybox script, no ec1 agent), reads its instance id from the metadata
+/// service as a cloud-init would, prints it on the console and reboots; ec1 exits 0.
+#[test]
+fn flintlock_launch_form_serves_its_metadata_to_the_guest() {
+    let ns = Netns::new("ec1test-flint", "ec1tap0", "192.168.241.1/30");
+    let dir = tempfile::Builder::new()
+        .prefix("ec1-flintlock")
+        .tempdir()
+        .unwrap();
+    let metadata = dir.path().join("metadata.json");
+    std::fs::write(
+        &metadata,
+        json!({"latest": {"meta-data": {"instance-id": "i-flintlock", "local-hostname": "mvm0"},
+                          "user-data": "#cloud-config\n"}})
+        .to_string(),
+    )
+    .unwrap();
+    let init = ec1_testkit::script_initramfs(
+        "ip route add 169.254.169.254 dev eth0\n\
+         echo \"FLINTLOCK $(timeout 20 wget -q -O - http://169.254.169.254/latest/meta-data/instance-id)\"\n\
+         reboot -f",
+    );
+    let config = dir.path().join("firecracker.cfg");
+    std::fs::write(
+        &config,
+        json!({
+            "boot-source": {
+                "kernel_image_path": kernel(),
+                "initrd_path": init,
+                "boot_args": format!("console=ttyS0 reboot=k panic=1 quiet ip={GUEST}::{HOST}:255.255.255.252::eth0:off")
+            },
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 256},
+            "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "ec1tap0",
+                                    "guest_mac": "06:00:c0:a8:f1:02"}],
+            "mmds-config": {"version": "V1", "network_interfaces": ["eth0"]}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, EC1])
+        .args([
+            "--id",
+            "flintlock-vm",
+            "--boot-timer",
+            "--no-api",
+            "--config-file",
+        ])
+        .arg(&config)
+        .arg("--metadata")
+        .arg(&metadata)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn_tied(cmd);
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let status = wait_for(Duration::from_secs(120), || child.try_wait().unwrap());
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let out = reader.join().unwrap();
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(
+        out.contains("FLINTLOCK i-flintlock"),
+        "console:\n{out}\nstderr:\n{err}"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
+}

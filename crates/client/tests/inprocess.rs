@@ -18,6 +18,11 @@ struct Fixture {
 }
 
 fn start() -> Fixture {
+    start_with(None)
+}
+
+/// An agent in this process; with `refusal`, one whose root drive could not be mounted.
+fn start_with(refusal: Option<String>) -> Fixture {
     ec1_agent::log::set_debug(std::env::var_os("EC1_AGENT_DEBUG").is_some());
     // A test runner started in the background inherits SIGINT and SIGQUIT ignored, and
     // so would every command (a shell cannot trap what it inherited ignored). The
@@ -36,6 +41,7 @@ fn start() -> Fixture {
             agent_ready_ns: 2,
             base_env: default_env(),
             reaper: Arc::new(DirectReaper),
+            refusal,
         },
         Box::new(w),
     );
@@ -232,6 +238,37 @@ fn signals_reach_the_command() {
     f.stop();
 }
 
+/// An agent whose root drive could not be mounted runs no command and moves no file,
+/// and says why, instead of running them in its initramfs.
+#[test]
+fn a_guest_not_where_it_was_asked_to_be_runs_nothing() {
+    let why = "the guest could not mount its root drive /dev/vda: EINVAL";
+    let f = start_with(Some(why.into()));
+    let marker = tempfile::tempdir().unwrap().path().join("ran");
+    let e = f
+        .client
+        .output(&Command::new("touch").arg(marker.to_str().unwrap()))
+        .unwrap_err();
+    assert_eq!(e.remote_code(), Some(ErrorCode::Refused), "{e}");
+    assert!(e.to_string().contains(why), "{e}");
+    assert!(!marker.exists(), "the command ran");
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("f");
+    std::fs::write(&src, b"x").unwrap();
+    let e = f
+        .client
+        .upload(&src, d.path().join("g").to_str().unwrap())
+        .unwrap_err();
+    assert_eq!(e.remote_code(), Some(ErrorCode::Refused), "{e}");
+    assert!(!d.path().join("g").exists());
+    let e = f
+        .client
+        .download(src.to_str().unwrap(), &d.path().join("h"))
+        .unwrap_err();
+    assert_eq!(e.remote_code(), Some(ErrorCode::Refused), "{e}");
+    f.stop();
+}
+
 #[test]
 fn files_round_trip_with_their_mode() {
     let f = start();
@@ -423,6 +460,7 @@ fn an_incompatible_host_is_told_so() {
             agent_ready_ns: 0,
             base_env: default_env(),
             reaper: Arc::new(DirectReaper),
+            refusal: None,
         },
         Box::new(a.try_clone().unwrap()),
     );

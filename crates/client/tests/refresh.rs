@@ -19,6 +19,7 @@ fn client() -> Client {
             agent_ready_ns: 2,
             base_env: default_env(),
             reaper: Arc::new(DirectReaper),
+            refusal: None,
         },
         Box::new(w),
     );

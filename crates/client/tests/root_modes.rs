@@ -112,3 +112,67 @@ fn hand_off_boots_the_images_init_and_exec_keeps_working() {
         (&b"out\n"[..], &b"err\n"[..], Some(3))
     );
 }
+
+/// A read-only root whose ext4 journal needs recovery (the image of a guest that was
+/// not shut down cleanly) is mounted without replaying the journal (`noload`), as the
+/// kernel refuses to replay it on a read-only device: the commands run in the image,
+/// and the image is not written to.
+#[test]
+fn a_dirty_read_only_root_is_mounted_without_replaying_its_journal() {
+    let d = tempfile::tempdir().unwrap();
+    let img = make_image(d.path());
+    let out = std::process::Command::new("debugfs")
+        .args(["-w", "-R", "feature needs_recovery"])
+        .arg(&img)
+        .output()
+        .expect("this test needs debugfs: apt-get install e2fsprogs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = sha256_hex(&std::fs::read(&img).unwrap());
+    let g = Guest::boot_with(
+        "dirtyroot",
+        128,
+        1,
+        "ec1.root=/dev/vda ec1.rootfstype=ext4 ro",
+        drive(&img),
+    );
+    assert_eq!(g.client.ready_info().mode, "root", "{}", g.serial());
+    assert_eq!(g.sh_ok("cat /etc/marker"), "from-the-image\n");
+    g.engine.stop().unwrap();
+    assert_eq!(sha256_hex(&std::fs::read(&img).unwrap()), before);
+}
+
+/// A root drive that cannot be mounted as asked: the agent comes up only to say so,
+/// and no command runs in its initramfs instead.
+#[test]
+fn a_root_drive_that_cannot_be_mounted_runs_nothing_elsewhere() {
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("garbage.img");
+    std::fs::write(&img, ec1_testkit::pseudo_random(4 << 20, 7)).unwrap();
+    let g = Guest::boot_with(
+        "badroot",
+        128,
+        1,
+        "ec1.root=/dev/vda ec1.rootfstype=ext4 ro",
+        drive(&img),
+    );
+    let e = g
+        .client
+        .output(&ec1_client::Command::new("true"))
+        .unwrap_err();
+    assert_eq!(
+        e.remote_code(),
+        Some(ec1_proto::ErrorCode::Refused),
+        "{e}\n{}",
+        g.serial()
+    );
+    assert!(
+        e.to_string()
+            .contains("could not mount its root drive /dev/vda"),
+        "{e}"
+    );
+    g.engine.stop().unwrap();
+}

@@ -74,7 +74,7 @@ pub(crate) fn check_spec(spec: &VmSpec) -> Result<(), EngineError> {
     let usable = crate::devices::usable_transports(&spec.cmdline).len();
     if transports > usable {
         return Err(invalid(format!(
-            "{} drives{}{} need {transports} virtio devices; the QEMU engine has {usable} (8 transports, less the RTC's and, without `i8042.noaux`, the mouse port's interrupt)",
+            "{} drives{}{} need {transports} virtio devices; the QEMU engine has {usable} (an ec1 engine limit, where Firecracker has 19: microvm's 8 transports, less the RTC's and, without `i8042.noaux`, the mouse port's interrupt); use fewer drives or devices, or add `i8042.noaux` to boot_args for a seventh",
             spec.drives.len(),
             if spec.agent_socket.is_some() {
                 ", the agent channel"

@@ -181,6 +181,9 @@ pub enum ErrorCode {
     Io,
     /// The peers share no protocol version.
     Version,
+    /// The guest runs nothing because it is not set up as the host asked (its root
+    /// drive could not be mounted): a command must not run anywhere else.
+    Refused,
     /// A code from a newer peer.
     Other(u16),
 }
@@ -197,6 +200,7 @@ impl ErrorCode {
             ErrorCode::Spawn => 7,
             ErrorCode::Io => 8,
             ErrorCode::Version => 9,
+            ErrorCode::Refused => 10,
             ErrorCode::Other(v) => v,
         }
     }
@@ -211,6 +215,7 @@ impl ErrorCode {
             7 => ErrorCode::Spawn,
             8 => ErrorCode::Io,
             9 => ErrorCode::Version,
+            10 => ErrorCode::Refused,
             v => ErrorCode::Other(v),
         }
     }

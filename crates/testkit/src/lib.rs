@@ -98,35 +98,64 @@ pub const VSOCK_TOOL_GUEST_PATH: &str = "/opt/vsock_tool";
 /// initrd for a guest whose `/init` comes from elsewhere (ec1's injected agent).
 pub fn vsock_tool_initramfs() -> PathBuf {
     let tool = std::fs::read(vsock_tool_binary()).expect("reading the vsock tool");
-    let out = artefact_dir().join(format!("vsock-tool-{}.cpio", short_hash(&tool)));
+    cached_archive("vsock-tool", &tool, |w| {
+        w.dir("opt", 0o755);
+        w.file(&VSOCK_TOOL_GUEST_PATH[1..], 0o755, &tool);
+    })
+}
+
+/// A newc archive built by `build`, cached under `<prefix>-<hash of key>.cpio` and
+/// written through a temporary name so that concurrent tests never see half of it.
+fn cached_archive(
+    prefix: &str,
+    key: &[u8],
+    build: impl FnOnce(&mut ec1_guest::initramfs::NewcWriter),
+) -> PathBuf {
+    let out = artefact_dir().join(format!("{prefix}-{}.cpio", short_hash(key)));
     if out.is_file() {
         return out;
     }
     let mut w = ec1_guest::initramfs::NewcWriter::new();
-    w.dir("opt", 0o755);
-    w.file(&VSOCK_TOOL_GUEST_PATH[1..], 0o755, &tool);
+    build(&mut w);
     let tmp = out.with_extension(format!("tmp{}", scratch_suffix()));
-    std::fs::write(&tmp, w.finish()).expect("writing the vsock tool archive");
-    std::fs::rename(&tmp, &out).expect("moving the vsock tool archive into place");
+    std::fs::write(&tmp, w.finish()).expect("writing a test archive");
+    std::fs::rename(&tmp, &out).expect("moving a test archive into place");
     out
 }
 
 /// A newc initramfs whose `/init` is the test init; cached by content.
 pub fn test_initramfs() -> PathBuf {
     let init = std::fs::read(test_init_binary()).expect("reading the test init");
-    let out = artefact_dir().join(format!("test-initramfs-{}.cpio", short_hash(&init)));
-    if out.is_file() {
-        return out;
-    }
-    let mut w = ec1_guest::initramfs::NewcWriter::new();
-    w.dir("proc", 0o755);
-    w.dir("dev", 0o755);
-    w.char_dev("dev/console", 0o600, 5, 1);
-    w.file("init", 0o755, &init);
-    let tmp = out.with_extension(format!("tmp{}", scratch_suffix()));
-    std::fs::write(&tmp, w.finish()).expect("writing the test initramfs");
-    std::fs::rename(&tmp, &out).expect("moving the test initramfs into place");
-    out
+    cached_archive("test-initramfs", &init, |w| {
+        w.dir("proc", 0o755);
+        w.dir("dev", 0o755);
+        w.char_dev("dev/console", 0o600, 5, 1);
+        w.file("init", 0o755, &init);
+    })
+}
+
+/// A newc initramfs whose `/init` runs the shell script `script` with the host's static
+/// busybox (`ec1_guest::initramfs::DEFAULT_BUSYBOX`, Debian's `busybox-static`), its
+/// applets on `PATH` and `/proc`, `/sys` and `/dev` mounted: a guest for launch forms
+/// that bring their own init (no ec1 agent), which reports on the serial console.
+/// Cached by content.
+pub fn script_initramfs(script: &str) -> PathBuf {
+    let busybox =
+        std::fs::read(ec1_guest::initramfs::DEFAULT_BUSYBOX).expect("reading the host's busybox");
+    let init = format!(
+        "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nexport PATH=/bin\n\
+         mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev\n{script}\n"
+    );
+    let mut key = busybox.clone();
+    key.extend_from_slice(init.as_bytes());
+    cached_archive("script-initramfs", &key, |w| {
+        for d in ["bin", "proc", "sys", "dev", "tmp"] {
+            w.dir(d, 0o755);
+        }
+        w.char_dev("dev/console", 0o600, 5, 1);
+        w.file("bin/busybox", 0o755, &busybox);
+        w.file("init", 0o755, init.as_bytes());
+    })
 }
 
 /// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.

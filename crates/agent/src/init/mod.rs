@@ -37,9 +37,17 @@ pub fn boot(start_ns: u64) -> ! {
     }
 
     let mut mode = cfg.mode;
+    let mut refusal = None;
     if matches!(mode, Mode::Root | Mode::Handoff) && cfg.root.is_some() {
         if let Err(e) = root::switch_to_root_drive(&cfg, mode == Mode::Root) {
-            crate::warn!("cannot use the root drive: {e}; commands run in the initramfs");
+            // No silent fallback: a command must never run anywhere but where it was
+            // asked to, so the agent serves only to say why.
+            let why = format!(
+                "the guest could not mount its root drive {}: {e}; ec1 runs no command in its initramfs instead",
+                cfg.root.as_deref().unwrap_or_default()
+            );
+            crate::warn!("{why}");
+            refusal = Some(why);
             mode = Mode::Initramfs;
         }
     }
@@ -98,6 +106,7 @@ pub fn boot(start_ns: u64) -> ! {
                     agent_ready_ns: ready_ns,
                     base_env: default_env(),
                     reaper: reaper.clone(),
+                    refusal: refusal.clone(),
                 },
                 Box::new(w),
             );

@@ -43,13 +43,8 @@ pub fn switch_to_root_drive(c: &BootConfig, move_tmp: bool) -> io::Result<()> {
     );
     let mut mounted = false;
     for t in &types {
-        match mount(
-            dev,
-            Path::new(NEW_ROOT),
-            Some(t),
-            flags,
-            c.rootflags.as_deref(),
-        ) {
+        let data = mount_data(t, c.read_only, c.rootflags.as_deref());
+        match mount(dev, Path::new(NEW_ROOT), Some(t), flags, data.as_deref()) {
             Ok(()) => {
                 mounted = true;
                 crate::debug!("mounted {dev} as {t}");
@@ -83,6 +78,21 @@ pub fn switch_to_root_drive(c: &BootConfig, move_tmp: bool) -> io::Result<()> {
     crate::sys::cvt(unsafe { libc::chroot(dot.as_ptr()) })?;
     std::env::set_current_dir("/")?;
     Ok(())
+}
+
+/// The mount data for a root drive of type `fstype`: the user's `rootflags`, plus
+/// `noload` for a read-only ext3/ext4 root. Read-only means read-only: a journal that
+/// needs recovery is not replayed (which would write to the image, and which the kernel
+/// refuses on a read-only device), the filesystem is seen as its last commit left it.
+fn mount_data(fstype: &str, read_only: bool, rootflags: Option<&str>) -> Option<String> {
+    let journaled = fstype == "ext4" || fstype == "ext3";
+    let user = rootflags.unwrap_or("");
+    let chose = user.split(',').any(|f| f == "noload" || f == "norecovery");
+    match (read_only && journaled && !chose, user.is_empty()) {
+        (true, true) => Some("noload".into()),
+        (true, false) => Some(format!("{user},noload")),
+        (false, _) => rootflags.map(str::to_string),
+    }
 }
 
 /// The device node `root` (`/dev/vda` or `PARTUUID=...[/PARTNROFF=n]`) names, once it
@@ -139,6 +149,22 @@ pub fn hand_off(init: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_journaled_roots_are_not_replayed() {
+        assert_eq!(mount_data("ext4", true, None).as_deref(), Some("noload"));
+        assert_eq!(
+            mount_data("ext3", true, Some("errors=remount-ro")).as_deref(),
+            Some("errors=remount-ro,noload")
+        );
+        assert_eq!(
+            mount_data("ext4", true, Some("norecovery")).as_deref(),
+            Some("norecovery")
+        );
+        assert_eq!(mount_data("ext4", false, None), None);
+        assert_eq!(mount_data("ext4", false, Some("x")).as_deref(), Some("x"));
+        assert_eq!(mount_data("vfat", true, None), None);
+    }
 
     #[test]
     fn only_block_filesystems_are_tried() {

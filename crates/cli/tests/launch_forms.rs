@@ -1,0 +1,367 @@
+//! ec1 launched exactly as Firecracker's orchestrators and SDKs launch Firecracker: their
+//! argv, their configuration files and the API calls they make next, each booting a
+//! real guest (the test init from `ec1-testkit`) on the QEMU engine.
+//!
+//! - Kata Containers (`configuration-fc.toml`, no jailer): `--api-sock S --config-file
+//!   F` with a root drive, placeholder drives that Kata later points at real images
+//!   with `PATCH /drives/{id}`, vsock with `uds_path`, and logger and metrics FIFOs;
+//!   then `GET /` polling and a placeholder swapped under the running guest. Kata's
+//!   pool has 8 placeholders; ec1's QEMU engine has 7 virtio devices with
+//!   `i8042.noaux`, so this test's pool has 5 (see the README's launch-form table).
+//! - The Firecracker Go SDK's default launch (`--api-sock S --id ID --no-seccomp`) and
+//!   its `--seccomp-filter` variant, configured through the API in the SDK's order.
+//!
+//! flintlock's launch form needs a network namespace and lives in `devices.rs`.
+
+use ec1_testkit::{http, kernel, processes_matching, spawn_tied, test_initramfs, wait_for};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+const EC1: &str = env!("CARGO_BIN_EXE_ec1");
+const BOOT: Duration = Duration::from_secs(90);
+
+/// The serial console lines of a running ec1, collected by a reader thread.
+#[derive(Default)]
+struct Console {
+    lines: Mutex<Vec<String>>,
+    more: Condvar,
+}
+
+impl Console {
+    /// Waits until a line satisfies `pred` and returns it.
+    fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + BOOT;
+        let mut lines = self.lines.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no {what} on the console:\n{}",
+                lines.join("\n")
+            );
+            lines = self.more.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+}
+
+/// One launched ec1 in a directory of its own; killed and checked for leftovers on drop.
+struct Launch {
+    dir: tempfile::TempDir,
+    child: Child,
+    console: Arc<Console>,
+}
+
+impl Launch {
+    /// Spawns ec1 with `args` (which may name files in `dir`) and reads its stdout.
+    fn spawn(dir: tempfile::TempDir, args: &[&std::ffi::OsStr]) -> Launch {
+        let mut cmd = Command::new(EC1);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = spawn_tied(cmd);
+        let stdout = child.stdout.take().unwrap();
+        let console = Arc::new(Console::default());
+        let c = console.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                c.lines.lock().unwrap().push(line);
+                c.more.notify_all();
+            }
+        });
+        Launch {
+            dir,
+            child,
+            console,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Waits for ec1 to exit by itself and returns its status code.
+    fn exit_code(&mut self) -> i32 {
+        let code = wait_for(BOOT, || self.child.try_wait().unwrap())
+            .expect("ec1 did not exit")
+            .code()
+            .unwrap_or(-1);
+        let needle = self.dir.path().to_str().unwrap().to_string();
+        assert!(
+            wait_for(Duration::from_secs(5), || processes_matching(&needle)
+                .is_empty()
+                .then_some(()))
+            .is_some(),
+            "engine processes left behind"
+        );
+        code
+    }
+}
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
+}
+
+/// Waits for the API socket, then answers 204 to every request in `calls`.
+fn api_calls(sock: &Path, calls: &[(&str, &str, Value)]) {
+    wait_for(Duration::from_secs(10), || sock.exists().then_some(())).expect("no API socket");
+    for (method, path, body) in calls {
+        let (code, text) = http(sock, method, path, Some(&body.to_string()));
+        assert_eq!(code, 204, "{method} {path}: {text}");
+    }
+}
+
+/// A raw image of `size` bytes that starts with `marker`.
+fn image(path: &Path, marker: &str, size: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(marker.as_bytes(), 0).unwrap();
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// Reads a FIFO as Kata does (a reader goroutine per FIFO) and keeps what came.
+fn drain_fifo(path: PathBuf) -> Arc<Mutex<Vec<u8>>> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        // Blocks until ec1 opens the FIFO for writing; ends when it closes it.
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            g.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    got
+}
+
+/// The census line of the test init: `(virtio devices, block devices, device ids)`.
+fn census(line: &str) -> (usize, usize, String) {
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap_or_else(|| panic!("{k} missing in {line}"))
+            .to_string()
+    };
+    (
+        field("virtio=").parse().unwrap(),
+        field("blk=").parse().unwrap(),
+        field("ids="),
+    )
+}
+
+/// Kata Containers' Firecracker driver without the jailer: `--api-sock --config-file`,
+/// Kata's configuration shape, `GET /` polling, and a placeholder drive pointed at a
+/// real image with `PATCH /drives/{id}` while the guest watches it; then
+/// `SendCtrlAltDel` ends the guest and ec1 exits 0.
+#[test]
+fn kata_containers_launch_form_hot_swaps_a_placeholder_drive() {
+    let dir = tempdir("ec1-kata");
+    let d = dir.path();
+    image(&d.join("rootfs.img"), "KATA-ROOTFS", 4 << 20);
+    let mut drives = vec![json!({
+        "drive_id": "rootfs", "path_on_host": d.join("rootfs.img"),
+        "is_root_device": false, "is_read_only": true
+    })];
+    // Kata's disk pool: empty placeholder files, re-pointed when a container starts
+    // (Kata makes 8; with the root drive and vsock, 5 fill ec1's 7 devices).
+    for i in 0..5 {
+        let p = d.join(format!("fc-drive-{i}"));
+        std::fs::write(&p, b"").unwrap();
+        drives.push(json!({
+            "drive_id": format!("drive_{i}"), "path_on_host": p,
+            "is_root_device": false, "is_read_only": false
+        }));
+    }
+    let (log_fifo, metrics_fifo) = (d.join("fc-log.fifo"), d.join("fc-metrics.fifo"));
+    mkfifo(&log_fifo);
+    mkfifo(&metrics_fifo);
+    let log = drain_fifo(log_fifo.clone());
+    let metrics = drain_fifo(metrics_fifo.clone());
+    let config = json!({
+        "boot-source": {
+            "kernel_image_path": kernel(),
+            "initrd_path": test_initramfs(),
+            // drive_3 is the fifth disk: vda is the root image, vdb..vdi the pool.
+            "boot_args": "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux quiet ec1test.action=watch ec1test.disk=vde"
+        },
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 256, "smt": false},
+        "drives": drives,
+        "vsock": {"vsock_id": "root", "guest_cid": 3, "uds_path": d.join("kata.hvsock")},
+        "logger": {"log_path": log_fifo, "level": "Debug", "show_level": true, "show_log_origin": true},
+        "metrics": {"metrics_path": metrics_fifo}
+    });
+    let cfg = d.join("fcConfig.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let sock = d.join("firecracker.socket");
+    let launch = Launch::spawn(
+        dir,
+        &[
+            "--api-sock".as_ref(),
+            sock.as_os_str(),
+            "--config-file".as_ref(),
+            cfg.as_os_str(),
+        ],
+    );
+    // Kata's vmRunning: GET / until the state is Running.
+    wait_for(BOOT, || {
+        if !sock.exists() {
+            return None;
+        }
+        let (code, body) = http(&sock, "GET", "/", None);
+        let v: Value = serde_json::from_str(&body).ok()?;
+        (code == 200 && v["state"] == "Running").then_some(())
+    })
+    .expect("the instance never said Running");
+    let c = census(
+        &launch
+            .console
+            .wait("census", |l| l.starts_with("EC1TEST virtio=")),
+    );
+    assert_eq!(c.0, 7, "root + 5 drives + vsock: {c:?}");
+    assert_eq!(c.1, 6, "{c:?}");
+    assert!(c.2.ends_with(",19"), "a vsock device (id 19): {c:?}");
+    launch
+        .console
+        .wait("the empty placeholder", |l| l == "EC1TEST vde= sectors=0");
+
+    // A container's image arrives: Kata re-points the placeholder.
+    let real = launch.path("container.img");
+    image(&real, "KATA-CONTAINER", 8 << 20);
+    let (code, body) = http(
+        &sock,
+        "PATCH",
+        "/drives/drive_3",
+        Some(&json!({"drive_id": "drive_3", "path_on_host": real}).to_string()),
+    );
+    assert_eq!(code, 204, "{body}");
+    launch.console.wait("the swapped image", |l| {
+        l == format!(
+            "EC1TEST vde=KATA-CONTAINER.. sectors={}",
+            (8u64 << 20) / 512
+        )
+    });
+    let (code, body) = http(&sock, "GET", "/vm/config", None);
+    assert_eq!(code, 200);
+    let vm: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(vm["drives"][4]["path_on_host"], real.to_str().unwrap());
+
+    let mut launch = launch;
+    api_calls(
+        &sock,
+        &[("PUT", "/actions", json!({"action_type": "SendCtrlAltDel"}))],
+    );
+    assert_eq!(launch.exit_code(), 0);
+    // Kata reads both FIFOs: Firecracker's log lines and metrics JSON reached them.
+    let log = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(
+        log.contains(":INFO:") && log.contains("Successfully started microvm"),
+        "{log}"
+    );
+    let metrics = String::from_utf8_lossy(&metrics.lock().unwrap()).into_owned();
+    let first = metrics.lines().next().unwrap_or_default();
+    assert!(serde_json::from_str::<Value>(first).is_ok(), "{metrics}");
+}
+
+/// The Go SDK's launch: `--api-sock S --id ID` plus `--no-seccomp` (or, with seccomp
+/// configured, `--seccomp-filter F`), then its handlers in order: logger, machine,
+/// boot source, drives, start; the guest runs and reboots, and ec1 exits 0.
+fn go_sdk_launch(seccomp: &[&str]) {
+    let dir = tempdir("ec1-gosdk");
+    let d = dir.path().to_path_buf();
+    let sock = d.join("fc.sock");
+    image(&d.join("root.img"), "GOSDK-ROOT", 1 << 20);
+    let filter = d.join("seccomp.bpf");
+    std::fs::write(&filter, [0u8; 8]).unwrap();
+    let log = d.join("fc.log");
+    std::fs::write(&log, b"").unwrap();
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--api-sock".as_ref(),
+        sock.as_os_str(),
+        "--id".as_ref(),
+        "go-sdk-vm".as_ref(),
+    ];
+    for a in seccomp {
+        args.push(if *a == "FILTER" {
+            filter.as_os_str()
+        } else {
+            a.as_ref()
+        });
+    }
+    let mut launch = Launch::spawn(dir, &args);
+    api_calls(
+        &sock,
+        &[
+            (
+                "PUT",
+                "/logger",
+                json!({"log_path": log, "level": "Debug", "show_level": false, "show_log_origin": false}),
+            ),
+            (
+                "PUT",
+                "/machine-config",
+                json!({"vcpu_count": 1, "mem_size_mib": 128, "smt": false}),
+            ),
+            (
+                "PUT",
+                "/boot-source",
+                json!({
+                    "kernel_image_path": kernel(), "initrd_path": test_initramfs(),
+                    "boot_args": "console=ttyS0 reboot=k panic=1 pci=off quiet ec1test.action=probe"
+                }),
+            ),
+            (
+                "PUT",
+                "/drives/1",
+                json!({
+                    "drive_id": "1", "path_on_host": d.join("root.img"),
+                    "is_root_device": true, "is_read_only": true
+                }),
+            ),
+            ("PUT", "/actions", json!({"action_type": "InstanceStart"})),
+        ],
+    );
+    let (code, body) = http(&sock, "GET", "/", None);
+    assert_eq!(code, 200);
+    let info: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["id"], "go-sdk-vm");
+    assert_eq!(info["app_name"], "Firecracker");
+    launch.console.wait("the root drive", |l| {
+        l.starts_with("EC1TEST vda=GOSDK-ROOT")
+    });
+    assert_eq!(launch.exit_code(), 0);
+}
+
+#[test]
+fn go_sdk_default_launch_with_no_seccomp() {
+    go_sdk_launch(&["--no-seccomp"]);
+}
+
+#[test]
+fn go_sdk_launch_with_a_seccomp_filter() {
+    go_sdk_launch(&["--seccomp-filter", "FILTER"]);
+}
