@@ -291,9 +291,12 @@ fn bad_configurations_are_clear_errors_with_no_engine_left() {
     c["machine-config"]["no_such_field"] = json!(1);
     assert_rejected(&case, &c, "no_such_field");
 
+    // Unknown sections are ignored at the top level, as Firecracker's `VmmConfig`
+    // does; inside a section they are refused.
     let mut c = good.clone();
-    c["no-such-section"] = json!({});
-    assert_rejected(&case, &c, "no-such-section");
+    c["drives"] = json!([{"drive_id": "r", "path_on_host": "/x", "is_root_device": false,
+                          "is_read_only": true, "no_such_drive_key": 1}]);
+    assert_rejected(&case, &c, "no_such_drive_key");
 }
 
 #[test]
