@@ -233,13 +233,18 @@ pub fn export(res: &VmResources) -> VmConfigFile {
 mod tests {
     use super::*;
 
+    /// `base` with the keys of the object `extra` set on it.
+    fn merged(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+        for (k, x) in extra.as_object().unwrap() {
+            base[k] = x.clone();
+        }
+        base
+    }
+
     /// A configuration with `extra` merged into its top level.
     fn with(extra: serde_json::Value) -> Result<VmConfigFile, serde_json::Error> {
-        let mut v = serde_json::json!({"boot-source": {"kernel_image_path": "k"}});
-        for (k, x) in extra.as_object().unwrap() {
-            v[k] = x.clone();
-        }
-        VmConfigFile::parse(&v.to_string())
+        let base = serde_json::json!({"boot-source": {"kernel_image_path": "k"}});
+        VmConfigFile::parse(&merged(base, extra).to_string())
     }
 
     fn refused(r: Result<VmConfigFile, serde_json::Error>, field: &str) {
@@ -276,11 +281,8 @@ mod tests {
             "x",
         );
         let drive = |extra: serde_json::Value| {
-            let mut d = json!({"drive_id": "root", "path_on_host": "r", "is_root_device": true, "is_read_only": false});
-            for (k, x) in extra.as_object().unwrap() {
-                d[k] = x.clone();
-            }
-            with(json!({ "drives": [d] }))
+            let d = json!({"drive_id": "root", "path_on_host": "r", "is_root_device": true, "is_read_only": false});
+            with(json!({ "drives": [merged(d, extra)] }))
         };
         refused(drive(json!({"x": 1})), "x");
         refused(drive(json!({"rate_limiter": {"x": 1}})), "x");

@@ -44,18 +44,23 @@ fn drive(img: &Path) -> Vec<DriveSpec> {
     }]
 }
 
+/// A guest named `name` whose agent mounts `img` read-only as its ext4 root.
+fn boot_read_only_root(name: &str, img: &Path) -> Guest {
+    Guest::boot_with(
+        name,
+        128,
+        1,
+        "ec1.root=/dev/vda ec1.rootfstype=ext4 ro",
+        drive(img),
+    )
+}
+
 #[test]
 fn commands_run_inside_the_root_drive_which_stays_unchanged() {
     let d = tempfile::tempdir().unwrap();
     let img = make_image(d.path());
     let before = sha256_hex(&std::fs::read(&img).unwrap());
-    let g = Guest::boot_with(
-        "rootdrive",
-        128,
-        1,
-        "ec1.root=/dev/vda ec1.rootfstype=ext4 ro",
-        drive(&img),
-    );
+    let g = boot_read_only_root("rootdrive", &img);
     assert_eq!(g.client.ready_info().mode, "root", "{}", g.serial());
     assert_eq!(g.sh_ok("cat /etc/marker"), "from-the-image\n");
     // The initramfs is gone from view; the image is mounted read-only.
@@ -132,13 +137,7 @@ fn a_dirty_read_only_root_is_mounted_without_replaying_its_journal() {
         String::from_utf8_lossy(&out.stderr)
     );
     let before = sha256_hex(&std::fs::read(&img).unwrap());
-    let g = Guest::boot_with(
-        "dirtyroot",
-        128,
-        1,
-        "ec1.root=/dev/vda ec1.rootfstype=ext4 ro",
-        drive(&img),
-    );
+    let g = boot_read_only_root("dirtyroot", &img);
     assert_eq!(g.client.ready_info().mode, "root", "{}", g.serial());
     assert_eq!(g.sh_ok("cat /etc/marker"), "from-the-image\n");
     g.engine.stop().unwrap();
@@ -152,13 +151,7 @@ fn a_root_drive_that_cannot_be_mounted_runs_nothing_elsewhere() {
     let d = tempfile::tempdir().unwrap();
     let img = d.path().join("garbage.img");
     std::fs::write(&img, ec1_testkit::pseudo_random(4 << 20, 7)).unwrap();
-    let g = Guest::boot_with(
-        "badroot",
-        128,
-        1,
-        "ec1.root=/dev/vda ec1.rootfstype=ext4 ro",
-        drive(&img),
-    );
+    let g = boot_read_only_root("badroot", &img);
     let e = g
         .client
         .output(&ec1_client::Command::new("true"))
