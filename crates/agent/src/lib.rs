@@ -16,6 +16,7 @@ pub mod init;
 pub mod log;
 pub mod outbox;
 pub mod pty;
+pub mod quiesce;
 pub mod reaper;
 pub mod refresh;
 pub mod server;

@@ -315,12 +315,40 @@ impl Server {
                 sh.sessions.close(session);
             }
             Msg::Refresh(r) => self.refresh(session, epoch, &r),
+            Msg::Quiesce => self.quiesce(session, epoch),
             other => self.reject(
                 session,
                 ErrorCode::Protocol,
                 format!("`{}` is a message from the agent, not to it", other.name()),
             ),
         }
+    }
+
+    /// Does a [`Msg::Quiesce`] on a thread of its own (writing back what the guest
+    /// has dirty may take a while, and the reader must go on serving credits and
+    /// pings) and ends its session with the outcome.
+    fn quiesce(&self, session: u32, epoch: u64) {
+        if session == 0 {
+            return self.reject(
+                0,
+                ErrorCode::Malformed,
+                "a quiesce needs its own session".into(),
+            );
+        }
+        let shared = self.shared.clone();
+        std::thread::spawn(move || {
+            let reply = match crate::quiesce::quiesce() {
+                Ok(q) => Msg::Quiesced {
+                    remounted: q.remounted,
+                    frozen: q.frozen,
+                },
+                Err(e) => Msg::Error {
+                    code: ErrorCode::from_io(&e),
+                    message: e.to_string(),
+                },
+            };
+            shared.outbox.msg(epoch, session, &reply);
+        });
     }
 
     /// Applies a [`Msg::Refresh`] at once (a few system calls: it does not hold up the

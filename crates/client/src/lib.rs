@@ -34,6 +34,7 @@
 
 mod command;
 mod conn;
+mod control;
 mod error;
 mod files;
 mod mux;
@@ -44,6 +45,7 @@ mod status;
 
 pub use command::Command;
 pub use conn::{Client, ConnectOptions};
+pub use control::Quiesced;
 pub use ec1_proto::{ErrorCode, ReadyInfo, Refresh};
 pub use error::{Error, Result};
 pub use files::FileMeta;

@@ -327,7 +327,11 @@ impl Shared {
     fn forward_control(&self, id: u64, session: u32, msg: Msg) {
         let opens = matches!(
             msg,
-            Msg::Exec(_) | Msg::Upload { .. } | Msg::Download { .. } | Msg::Refresh(_)
+            Msg::Exec(_)
+                | Msg::Upload { .. }
+                | Msg::Download { .. }
+                | Msg::Refresh(_)
+                | Msg::Quiesce
         );
         let up = {
             let mut r = lock(&self.routes);
@@ -472,7 +476,11 @@ impl Shared {
 fn ends_session(msg: &Msg) -> bool {
     matches!(
         msg,
-        Msg::Exited { .. } | Msg::Error { .. } | Msg::UploadDone { .. } | Msg::Refreshed { .. }
+        Msg::Exited { .. }
+            | Msg::Error { .. }
+            | Msg::UploadDone { .. }
+            | Msg::Refreshed { .. }
+            | Msg::Quiesced { .. }
     )
 }
 

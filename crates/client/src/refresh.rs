@@ -4,7 +4,6 @@
 
 use crate::conn::Client;
 use crate::error::{Error, Result};
-use crate::process::Guard;
 use crate::session::End;
 use ec1_proto::{Msg, Refresh};
 use std::io::Read;
@@ -57,36 +56,15 @@ impl Client {
     /// Sends `r` and waits until the agent applied it.
     pub fn refresh_with(&self, r: &Refresh) -> Result<Refreshed> {
         let t = Instant::now();
-        let inner = &self.h.inner;
-        let s = inner.open_session()?;
-        let _g = Guard::new(self, s.clone());
-        inner.send_msg(s.id, &Msg::Refresh(r.clone()))?;
-        let deadline = t + REFRESH_TIMEOUT;
-        let mut st = s.lock();
-        loop {
-            match &st.end {
-                Some(End::Refreshed(step)) => {
-                    return Ok(Refreshed {
-                        clock_step_ns: *step,
-                        took: t.elapsed(),
-                    })
-                }
-                Some(End::Failed(f)) => return Err(f.to_error()),
-                Some(other) => {
-                    return Err(Error::Disconnected(format!(
-                        "the agent ended a refresh with {other:?}"
-                    )))
-                }
-                None => {}
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout(
-                    REFRESH_TIMEOUT,
-                    "the agent to apply a refresh",
-                ));
-            }
-            st = s.cv.wait_timeout(st, left).unwrap().0;
+        let what = "the agent to apply a refresh";
+        match self.request(&Msg::Refresh(r.clone()), REFRESH_TIMEOUT, what)? {
+            End::Refreshed(step) => Ok(Refreshed {
+                clock_step_ns: step,
+                took: t.elapsed(),
+            }),
+            other => Err(Error::Disconnected(format!(
+                "the agent ended a refresh with {other:?}"
+            ))),
         }
     }
 }

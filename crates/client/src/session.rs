@@ -86,6 +86,11 @@ pub enum End {
     DownloadDone,
     /// A refresh was applied; the guest clock was stepped by this many ns.
     Refreshed(i64),
+    /// A quiesce was done: filesystems remounted read-only, and frozen.
+    Quiesced {
+        remounted: u32,
+        frozen: u32,
+    },
     Failed(FailReason),
 }
 

@@ -258,6 +258,11 @@ pub enum Msg {
     /// Re-identifies a guest restored from a snapshot (entropy, clock, host name), on
     /// a new session; answered by [`Msg::Refreshed`] or [`Msg::Error`].
     Refresh(Refresh),
+    /// The host is about to stop the VM: sync every filesystem and leave the ones
+    /// mounted from block devices clean (remounted read-only, or frozen where a file
+    /// is still open for writing), so that what commands wrote is on the drive images.
+    /// On a new session; answered by [`Msg::Quiesced`] or [`Msg::Error`].
+    Quiesce,
 
     // Both directions.
     /// The receiver of `stream` consumed `bytes` more: the sender may send that many.
@@ -293,6 +298,13 @@ pub enum Msg {
         /// before), in ns; 0 when the clock was left alone.
         clock_step_ns: i64,
     },
+    /// A [`Msg::Quiesce`] was done. Last message of its session.
+    Quiesced {
+        /// Block-device filesystems remounted read-only.
+        remounted: u32,
+        /// Block-device filesystems frozen (a writer kept them busy).
+        frozen: u32,
+    },
 }
 
 mod tag {
@@ -306,6 +318,7 @@ mod tag {
     pub const PING: u8 = 8;
     pub const CREDIT: u8 = 9;
     pub const REFRESH: u8 = 10;
+    pub const QUIESCE: u8 = 11;
     pub const READY: u8 = 20;
     pub const STARTED: u8 = 21;
     pub const EXITED: u8 = 22;
@@ -315,6 +328,7 @@ mod tag {
     pub const PONG: u8 = 26;
     pub const RESET: u8 = 27;
     pub const REFRESHED: u8 = 28;
+    pub const QUIESCED: u8 = 29;
 }
 
 impl Msg {
@@ -340,6 +354,8 @@ impl Msg {
             Msg::Reset { .. } => "reset",
             Msg::Refresh(_) => "refresh",
             Msg::Refreshed { .. } => "refreshed",
+            Msg::Quiesce => "quiesce",
+            Msg::Quiesced { .. } => "quiesced",
         }
     }
 
@@ -489,6 +505,12 @@ impl Msg {
             Msg::Refreshed { clock_step_ns } => {
                 e.u8(tag::REFRESHED);
                 e.u64(*clock_step_ns as u64);
+            }
+            Msg::Quiesce => e.u8(tag::QUIESCE),
+            Msg::Quiesced { remounted, frozen } => {
+                e.u8(tag::QUIESCED);
+                e.u32(*remounted);
+                e.u32(*frozen);
             }
         }
         if e.buf.len() > MAX_PAYLOAD {
@@ -652,6 +674,11 @@ impl Msg {
             tag::REFRESHED => Msg::Refreshed {
                 clock_step_ns: d.u64("clock step")? as i64,
             },
+            tag::QUIESCE => Msg::Quiesce,
+            tag::QUIESCED => Msg::Quiesced {
+                remounted: d.u32("remounted")?,
+                frozen: d.u32("frozen")?,
+            },
             t => return Err(DecodeError::UnknownMessage(t)),
         };
         d.finish()?;
@@ -808,6 +835,11 @@ mod tests {
             Msg::Refresh(Refresh::default()),
             Msg::Refreshed {
                 clock_step_ns: -5_000_000_000,
+            },
+            Msg::Quiesce,
+            Msg::Quiesced {
+                remounted: 2,
+                frozen: 1,
             },
         ]
     }

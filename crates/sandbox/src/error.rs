@@ -15,6 +15,12 @@ pub enum SandboxError {
         /// The end of the guest's console, which usually says why.
         console: String,
     },
+    #[error("the guest could not flush and close its root drive's filesystem before the VM was stopped, so the image may lack what the command wrote (run e2fsck on it): {error}{}", console_suffix(.console))]
+    Quiesce {
+        error: ec1_client::Error,
+        /// The end of the guest's console.
+        console: String,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,

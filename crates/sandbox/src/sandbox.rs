@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long the agent may take to write back and close a writable root drive's
+/// filesystem when a sandbox shuts down (what is dirty in a guest of a few hundred MiB
+/// goes to the image in well under this, even under TCG).
+pub const QUIESCE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The kernel command line of a sandbox, before the root-mode keys: console on the
 /// serial port (written to a file, read only on failure), reboot through the keyboard
 /// controller, reboot at once on panic, and no boot chatter.
@@ -83,6 +88,10 @@ pub struct Sandbox {
     path: BootPath,
     restore: Option<RestoreTimings>,
     console: PathBuf,
+    /// The guest has a writable root drive whose filesystem must be flushed and left
+    /// clean before the VM is stopped (cleared once done). Only cold boots have one:
+    /// templates refuse writable roots.
+    quiesce_pending: bool,
     // Last: removed after the engine has stopped (see Drop).
     run_dir: Option<tempfile::TempDir>,
 }
@@ -160,6 +169,7 @@ impl Sandbox {
             path: BootPath::Cold { why: None },
             restore: None,
             console,
+            quiesce_pending: opts.rootfs.is_some() && !opts.rootfs_read_only,
             run_dir: Some(run_dir),
         })
     }
@@ -194,6 +204,7 @@ impl Sandbox {
             path,
             restore: Some(restore),
             console,
+            quiesce_pending: false,
             run_dir,
         }
     }
@@ -253,10 +264,37 @@ impl Sandbox {
         tail(&self.console, lines)
     }
 
-    /// Stops the VM and removes its files; returns how long that took.
+    /// Asks the agent to flush the guest's filesystems on drives and leave them clean
+    /// (see [`Client::quiesce`]), if the guest has a writable root drive and this was
+    /// not done yet. Bounded by [`QUIESCE_TIMEOUT`].
+    fn quiesce(&mut self) -> Result<(), SandboxError> {
+        if !std::mem::take(&mut self.quiesce_pending) {
+            return Ok(());
+        }
+        let q = self
+            .client
+            .quiesce(QUIESCE_TIMEOUT)
+            .map_err(|error| SandboxError::Quiesce {
+                error,
+                console: tail(&self.console, 20),
+            })?;
+        ec1_trace::event!(
+            "sandbox.quiesced",
+            remounted = q.remounted,
+            frozen = q.frozen,
+            ms = q.took.as_secs_f64() * 1000.0
+        );
+        Ok(())
+    }
+
+    /// Flushes a writable root drive's filesystem (see [`Sandbox::quiesce`]), stops the
+    /// VM and removes its files; returns how long that took. The VM is stopped even
+    /// when the flush failed, and the error then says that the image may lack writes.
     pub fn shutdown(mut self) -> Result<Duration, SandboxError> {
         let t = Instant::now();
+        let flushed = self.quiesce();
         self.engine.stop()?;
+        flushed?;
         if let Some(dir) = self.run_dir.take() {
             dir.close().map_err(|source| SandboxError::Io {
                 context: "removing the sandbox's run directory".into(),
@@ -269,6 +307,8 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        // Best effort on paths that did not call `shutdown` (an error, a panic).
+        let _ = self.quiesce();
         let _ = self.engine.stop();
         // run_dir (if still held) is removed by its own Drop, after the engine stopped.
     }
