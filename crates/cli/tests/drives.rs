@@ -198,16 +198,13 @@ fn sha256(path: &Path) -> String {
 /// agent moves into it, and a marker file.
 fn make_root_image(dir: &Path, marker: &str) -> PathBuf {
     let tree = dir.join("rootfs-tree");
-    for d in ["bin", "dev", "proc", "sys", "run", "tmp", "etc"] {
-        std::fs::create_dir_all(tree.join(d)).unwrap();
-    }
-    let busybox = ec1_guest::initramfs::Options::from_env().unwrap().busybox;
-    std::fs::copy(busybox, tree.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "cat", "echo", "touch", "grep", "dd", "sync", "mount", "head",
-    ] {
-        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
-    }
+    ec1_testkit::busybox_root_tree(
+        &tree,
+        &["etc"],
+        &[
+            "sh", "cat", "echo", "touch", "grep", "dd", "sync", "mount", "head",
+        ],
+    );
     std::fs::write(tree.join("etc/ec1-marker"), marker).unwrap();
     let img = dir.join("rootfs.ext4");
     ec1_testkit::ext4_image(&tree, &img, "16M");

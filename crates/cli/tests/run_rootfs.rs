@@ -17,14 +17,11 @@ const BYTES: u64 = 1_000_000;
 /// A small ext4 root image: busybox, its applets the cases use, and `/root`.
 fn root_image(dir: &Path) -> PathBuf {
     let tree = dir.join("tree");
-    for d in ["bin", "root", "proc", "sys", "dev", "run", "tmp"] {
-        std::fs::create_dir_all(tree.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", tree.join("bin/busybox"))
-        .expect("this test needs /bin/busybox: apt-get install busybox-static");
-    for applet in ["sh", "head", "echo", "sleep", "kill", "cat"] {
-        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
-    }
+    ec1_testkit::busybox_root_tree(
+        &tree,
+        &["root"],
+        &["sh", "head", "echo", "sleep", "kill", "cat"],
+    );
     let img = dir.join("root.ext4");
     ec1_testkit::ext4_image(&tree, &img, "32M");
     img
@@ -174,12 +171,7 @@ fn a_root_that_cannot_be_mounted_fails_with_125() {
 fn a_dirty_read_only_root_runs_in_the_image_and_is_not_written() {
     let d = tempfile::tempdir().unwrap();
     let img = root_image(d.path());
-    let st = Command::new("debugfs")
-        .args(["-w", "-R", "feature needs_recovery"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(st.status.success());
+    ec1_testkit::mark_needs_recovery(&img);
     let before = ec1_testkit::sha256_hex(&std::fs::read(&img).unwrap());
     let out = run(&img, &["--rootfs-ro"], "test -d /root && echo in-the-image");
     assert_eq!(out.status.code(), Some(0), "{out:?}");

@@ -13,14 +13,11 @@ use std::time::{Duration, Instant};
 /// it ran and then idles.
 fn make_image(dir: &Path) -> PathBuf {
     let root = dir.join("rootfs");
-    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-        .expect("this test needs /bin/busybox: apt-get install busybox-static");
-    for applet in ["sh", "cat", "echo", "sleep", "touch", "ls", "id", "test"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
+    ec1_testkit::busybox_root_tree(
+        &root,
+        &["sbin", "etc"],
+        &["sh", "cat", "echo", "sleep", "touch", "ls", "id", "test"],
+    );
     std::fs::write(root.join("etc/marker"), "from-the-image\n").unwrap();
     let init = root.join("sbin/init");
     std::fs::write(
@@ -126,16 +123,7 @@ fn hand_off_boots_the_images_init_and_exec_keeps_working() {
 fn a_dirty_read_only_root_is_mounted_without_replaying_its_journal() {
     let d = tempfile::tempdir().unwrap();
     let img = make_image(d.path());
-    let out = std::process::Command::new("debugfs")
-        .args(["-w", "-R", "feature needs_recovery"])
-        .arg(&img)
-        .output()
-        .expect("this test needs debugfs: apt-get install e2fsprogs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ec1_testkit::mark_needs_recovery(&img);
     let before = sha256_hex(&std::fs::read(&img).unwrap());
     let g = boot_read_only_root("dirtyroot", &img);
     assert_eq!(g.client.ready_info().mode, "root", "{}", g.serial());

@@ -325,6 +325,42 @@ pub fn output_with_input(mut cmd: Command, input: &[u8]) -> std::process::Output
     out
 }
 
+/// Lays out a root filesystem for a busybox guest at `tree`: the mount points the
+/// agent moves into a root (`dev proc sys run tmp`) and `dirs`, and the static busybox
+/// ec1 puts in its initramfs (`EC1_BUSYBOX`, else Debian's `busybox-static`) as
+/// `/bin/busybox` with each of `applets` linked to it.
+pub fn busybox_root_tree(tree: &Path, dirs: &[&str], applets: &[&str]) {
+    for d in ["bin", "dev", "proc", "sys", "run", "tmp"]
+        .iter()
+        .chain(dirs)
+    {
+        std::fs::create_dir_all(tree.join(d)).expect("creating a root tree");
+    }
+    let busybox = ec1_guest::initramfs::Options::from_env()
+        .expect("this test needs a static busybox: apt-get install busybox-static")
+        .busybox;
+    std::fs::copy(busybox, tree.join("bin/busybox")).expect("copying busybox");
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet))
+            .expect("linking a busybox applet");
+    }
+}
+
+/// Marks the ext4 image `img` as needing journal recovery, as a guest that was not
+/// shut down cleanly leaves it (`debugfs -w -R 'feature needs_recovery'`).
+pub fn mark_needs_recovery(img: &Path) {
+    let out = Command::new("debugfs")
+        .args(["-w", "-R", "feature needs_recovery"])
+        .arg(img)
+        .output()
+        .expect("this test needs debugfs: apt-get install e2fsprogs");
+    assert!(
+        out.status.success(),
+        "debugfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Makes `img`, an ext4 filesystem of `size` (`mkfs.ext4` units, e.g. `16M`) holding
 /// the files under `tree`. Panics with what to install when e2fsprogs is missing.
 pub fn ext4_image(tree: &Path, img: &Path, size: &str) {
