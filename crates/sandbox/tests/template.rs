@@ -189,8 +189,10 @@ fn broken_templates_and_writable_roots_boot_cold() {
     assert!(!cache.has(&k), "the broken template was removed");
 
     // A writable root image is never templated.
+    let tree = tmp.path().join("root-tree");
+    ec1_testkit::busybox_root_tree(&tree, &[], &["sh", "hostname"]);
     let img: PathBuf = tmp.path().join("root.img");
-    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    ec1_testkit::ext4_image(&tree, &img, "8M");
     let ro = SandboxOptions {
         rootfs: Some(img),
         mode: RootMode::Rootfs,
