@@ -83,7 +83,8 @@ fn freeze(target: &Path) -> io::Result<()> {
 }
 
 /// Syncs, then remounts read-only (or, if busy, freezes) every writable block-device
-/// filesystem. Fails naming the first filesystem that could be neither.
+/// filesystem. Fails naming the first filesystem that could be neither. It acts on the
+/// whole system it runs on: only the guest's agent calls it, never a test on the host.
 pub fn quiesce() -> io::Result<Quiesced> {
     // SAFETY: sync(2) takes no arguments.
     unsafe { libc::sync() };
