@@ -66,6 +66,42 @@ fn write(name: &str) -> String {
     format!("head -c {BYTES} /dev/urandom > /root/{name}")
 }
 
+/// Starts `ec1 run --rootfs img -- sh -c "<script>; echo ready; sleep 100"` and
+/// returns once the guest printed `ready`.
+fn start_until_ready(img: &Path, script: &str) -> std::process::Child {
+    let mut child = Command::new(EC1)
+        .args([
+            "run", "--cold", "--engine", "qemu-tcg", "--mem", "128", "--rootfs",
+        ])
+        .arg(img)
+        .args(["--", "sh", "-c"])
+        .arg(format!("{script}; echo ready; sleep 100"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    child
+}
+
+/// Sends SIGTERM to `child` (which forwards it to the command) and returns its exit
+/// code; kills it if it has not exited within a minute.
+fn terminate(mut child: std::process::Child) -> Option<i32> {
+    // SAFETY: kill(2) on the child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = ec1_testkit::wait_for(Duration::from_secs(60), || child.try_wait().unwrap());
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status.and_then(|s| s.code())
+}
+
 #[test]
 fn writes_reach_the_image_however_the_command_ends() {
     let d = tempfile::tempdir().unwrap();
@@ -120,31 +156,8 @@ fn writes_reach_the_image_however_the_command_ends() {
 fn sigterm_to_ec1_keeps_what_the_command_wrote() {
     let d = tempfile::tempdir().unwrap();
     let img = root_image(d.path());
-    let mut child = Command::new(EC1)
-        .args([
-            "run", "--cold", "--engine", "qemu-tcg", "--mem", "128", "--rootfs",
-        ])
-        .arg(&img)
-        .args(["--", "sh", "-c"])
-        .arg(format!("{}; echo ready; sleep 100", write("termed")))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
-    // SAFETY: kill(2) on the child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = ec1_testkit::wait_for(Duration::from_secs(60), || child.try_wait().unwrap());
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    assert_eq!(status.and_then(|s| s.code()), Some(128 + 15));
+    let child = start_until_ready(&img, &write("termed"));
+    assert_eq!(terminate(child), Some(128 + 15));
     assert_written(&img, "termed");
 }
 
@@ -180,4 +193,34 @@ fn a_dirty_read_only_root_runs_in_the_image_and_is_not_written() {
         ec1_testkit::sha256_hex(&std::fs::read(&img).unwrap()),
         before
     );
+}
+
+/// Two writers of one image: the second is refused, naming the process that holds the
+/// image; a read-only user may share it meanwhile.
+#[test]
+fn a_second_writer_of_an_image_is_refused_and_told_who_holds_it() {
+    let d = tempfile::tempdir().unwrap();
+    let img = root_image(d.path());
+    let first = start_until_ready(&img, "true");
+    let second = run(&img, &[], "echo ran");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let reader = run(&img, &["--rootfs-ro"], "test -d /root && echo shared");
+    let first = terminate(first);
+    assert_eq!(second.status.code(), Some(125), "{stderr}");
+    assert!(second.stdout.is_empty(), "the second writer ran");
+    assert!(
+        stderr.contains(&format!(
+            "{} is already open for writing by pid",
+            img.display()
+        )) && stderr.contains("qemu"),
+        "{stderr}"
+    );
+    assert_eq!(reader.stdout, b"shared\n", "{reader:?}");
+    assert_eq!(first, Some(128 + 15));
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "{fsck:?}");
 }

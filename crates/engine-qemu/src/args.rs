@@ -252,8 +252,9 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
             ),
             &d.path,
             &format!(
-                ",file.node-name={},file.locking=off,readonly={},cache={},werror=report,rerror=report",
+                ",file.node-name={},file.locking={},readonly={},cache={},werror=report,rerror=report",
                 n.file_node(0),
+                on_off(crate::image_lock::locks(d.read_only)),
                 on_off(d.read_only),
                 match d.cache {
                     CacheType::Unsafe => "unsafe",
@@ -533,7 +534,7 @@ mod tests {
                  file.filename=/img/root.ext4,file.node-name=drive0-file0,file.locking=off,\
                  readonly=on,cache=unsafe,werror=report,rerror=report",
                 "if=none,id=drive1,node-name=drive1-fmt,format=raw,file.driver=file,\
-                 file.filename=/img/da,,ta.img,file.node-name=drive1-file0,file.locking=off,\
+                 file.filename=/img/da,,ta.img,file.node-name=drive1-file0,file.locking=on,\
                  readonly=off,cache=writeback,werror=report,rerror=report,\
                  throttling.bps-total=1048576,throttling.bps-total-max=11534336,\
                  throttling.bps-total-max-length=1,throttling.iops-total=1000",

@@ -330,7 +330,8 @@ impl QemuEngine {
         ec1_trace::event!("engine.spawned", vm = spec.id.as_str(), pid = child.pid());
 
         let abort = |err: EngineError, died: bool| -> EngineError {
-            fail_start(&child, &exit, &last_exit, err, died)
+            let err = fail_start(&child, &exit, &last_exit, err, died);
+            crate::image_lock::explain(err, spec, child.pid())
         };
         if let Err(e) = crate::boot_timer::spawn_reader(boot_ours, events, boot_guard) {
             return Err(abort(

@@ -34,6 +34,7 @@ mod drain;
 mod engine;
 mod exit;
 mod host;
+mod image_lock;
 mod media;
 mod memfd;
 mod net_relays;

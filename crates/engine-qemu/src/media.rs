@@ -74,7 +74,11 @@ pub(crate) fn file_node(
         base: base(node, read_only, cache),
         file: BlockdevOptionsFile {
             filename: filename.to_string(),
-            locking: Some(OnOffAuto::off),
+            locking: Some(if crate::image_lock::locks(read_only) {
+                OnOffAuto::on
+            } else {
+                OnOffAuto::off
+            }),
             aio: None,
             aio_max_batch: None,
             drop_cache: None,
@@ -228,7 +232,7 @@ mod tests {
                 "read-only": false,
                 "cache": {"direct": false, "no-flush": false},
                 "filename": "/img/b.img",
-                "locking": "off",
+                "locking": "on",
             })
         );
     }

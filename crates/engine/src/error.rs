@@ -45,6 +45,11 @@ pub enum EngineError {
     #[error("the engine process exited unexpectedly ({status}){}", stderr_suffix(.stderr))]
     Crashed { status: String, stderr: String },
 
+    /// A writable drive's image is already open for writing by another process (image
+    /// locking refused this one): two writers would corrupt it.
+    #[error("the drive image {} is already open for writing by {holders}: two writers would corrupt it; stop the other, or make this drive read-only, or give it its own copy", path.display())]
+    ImageInUse { path: PathBuf, holders: String },
+
     /// The engine's control channel failed or refused a command.
     #[error("engine control failed: {0}")]
     Control(String),
