@@ -311,11 +311,12 @@ pub(crate) fn device_args(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ec1_engine::{BalloonSpec, EntropySpec, TokenBucket, VsockSpec};
 
-    fn spec() -> VmSpec {
+    /// A minimal machine, for this crate's unit tests.
+    pub(crate) fn spec() -> VmSpec {
         VmSpec {
             id: "t".into(),
             kernel: "/k".into(),

@@ -114,13 +114,6 @@ mod tests {
             stderr: stderr.into(),
         };
         let spec = |read_only: bool| VmSpec {
-            id: "t".into(),
-            kernel: "/k".into(),
-            initrd: None,
-            cmdline: String::new(),
-            vcpus: 1,
-            smt: false,
-            mem_mib: 128,
             drives: vec![ec1_engine::DriveSpec {
                 id: "root".into(),
                 path: "/img/a.ext4".into(),
@@ -128,11 +121,7 @@ mod tests {
                 cache: ec1_engine::CacheType::Unsafe,
                 rate_limit: None,
             }],
-            serial: ec1_engine::SerialOut::Null,
-            agent_socket: None,
-            memory: ec1_engine::MemoryBacking::Anonymous,
-            run_dir: "/run/x".into(),
-            devices: Default::default(),
+            ..crate::devices::tests::spec()
         };
         let lock = "qemu: -drive ...: Failed to get \"write\" lock\nIs another process using the image [/img/a.ext4]?";
         match explain(crashed(lock), &spec(false), 1) {
