@@ -79,7 +79,7 @@ fn add_entropy(device: &str, entropy: &[u8]) -> io::Result<()> {
 /// Steps `CLOCK_REALTIME` to `ns` since the epoch.
 fn set_realtime(ns: u64) -> io::Result<()> {
     let ts = libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_sec: (ns / 1_000_000_000) as _,
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,
     };
     // SAFETY: `ts` is a valid timespec the kernel only reads.

@@ -117,6 +117,10 @@ pub fn build_vm_spec(res: &VmResources, id: &str, run_dir: &Path) -> Result<VmSp
     };
     Ok(VmSpec {
         id: id.to_string(),
+        // Firecracker runs its host's architecture; ec1 runs the kernel's. A kernel
+        // that cannot be read is refused by the engine, naming the file.
+        arch: ec1_engine::Arch::of_kernel(Path::new(&boot.kernel_image_path))
+            .unwrap_or(ec1_engine::Arch::host()),
         kernel: PathBuf::from(&boot.kernel_image_path),
         initrd: boot.initrd_path.as_ref().map(PathBuf::from),
         cmdline,

@@ -642,6 +642,7 @@ impl Vmm {
         // A restore boots no kernel: the engine takes the machine from the snapshot.
         let spec = VmSpec {
             id: self.opts.instance_id.clone(),
+            arch: ec1_engine::Arch::X86_64,
             kernel: PathBuf::new(),
             initrd: None,
             cmdline: String::new(),

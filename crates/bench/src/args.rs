@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// Guest kernel (default: the kernel `ec1 kernel build` made).
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+    /// The guest architecture (default: the kernel's, or the host's for the default
+    /// kernel): `aarch64` measures arm64 guests.
+    #[arg(long, value_parser = ec1_engine::Arch::parse)]
+    pub arch: Option<ec1_engine::Arch>,
     /// Extra guest kernel command-line argument (repeatable), to measure boot tuning.
     #[arg(long = "boot-arg", value_name = "ARG")]
     pub boot_args: Vec<String>,

@@ -12,8 +12,10 @@ use crate::error::BenchError;
 use crate::process::{spawn_with_fds, tail_file, terminate};
 use crate::sample::{Run, Stage};
 use ec1_client::{Client, Command};
-use ec1_engine::{detect_accel, EngineError, HostProbe, VmSpec};
-use ec1_engine_qemu::{qemu_args, ArgsContext, QemuEngine, QemuOptions};
+use ec1_engine::{EngineError, VmSpec};
+use ec1_engine_qemu::{
+    detect_accel, qemu_args, AccelChoice, ArgsContext, HostProbe, QemuEngine, QemuOptions,
+};
 use ec1_guest::initramfs;
 use ec1_sandbox::SandboxOptions;
 use std::ffi::OsString;
@@ -59,15 +61,28 @@ pub fn without_pause(args: Vec<OsString>) -> Vec<OsString> {
 impl QemuDirect {
     /// Resolves what the sandbox would boot, and QEMU's binary and settings.
     pub fn prepare(opts: &SandboxOptions) -> Result<QemuDirect, BenchError> {
+        let arch = opts.guest_arch()?;
         let kernel = match &opts.kernel {
             Some(k) => k.clone(),
-            None => ec1_guest::kernel::path()?,
+            None => ec1_guest::kernel::path(arch)?,
         };
-        let initrd =
-            initramfs::combined_initrd(opts.initrd.as_deref(), &initramfs::Options::from_env()?)?;
-        let accel = detect_accel(opts.engine, &HostProbe::default())
-            .map_err(EngineError::AccelUnavailable)?;
-        let engine = QemuEngine::new(accel, QemuOptions::default())?;
+        let initrd = initramfs::combined_initrd(
+            opts.initrd.as_deref(),
+            &initramfs::Options::for_arch(arch)?,
+        )?;
+        // The baseline is plain QEMU whatever engine ec1 runs: its accelerator is the
+        // one `--engine qemu-<accel>` names (auto otherwise).
+        let choice =
+            AccelChoice::parse(opts.engine.variant.as_deref()).map_err(EngineError::Unavailable)?;
+        let accel =
+            detect_accel(choice, arch, &HostProbe::default()).map_err(EngineError::Unavailable)?;
+        let engine = QemuEngine::new(
+            accel,
+            QemuOptions {
+                arch,
+                ..QemuOptions::default()
+            },
+        )?;
         Ok(QemuDirect {
             binary: engine.binary().to_path_buf(),
             ctx: engine.args_context(),
@@ -192,7 +207,8 @@ impl QemuDirect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ec1_engine::{Accel, SerialOut};
+    use ec1_engine::SerialOut;
+    use ec1_engine_qemu::Accel;
     use ec1_sandbox::DEFAULT_BOOT_ARGS;
 
     #[test]
@@ -249,7 +265,7 @@ mod tests {
         let spec = sandbox_spec(&opts, Path::new("/k"), Path::new("/i"), Path::new("/r")).unwrap();
         let ctx = ArgsContext {
             accel: Accel::Tcg,
-            firmware: "/fw".into(),
+            firmware: Some("/fw".into()),
             tsc_khz: Some(1000),
             qmp_fd: 7,
             boot_timer_fd: 8,

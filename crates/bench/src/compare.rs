@@ -40,12 +40,15 @@ pub struct CompareGuest {
 impl CompareGuest {
     /// The sandbox's kernel and agent initramfs, plus the marker script.
     pub fn prepare(opts: &SandboxOptions) -> Result<CompareGuest, BenchError> {
+        let arch = opts.guest_arch()?;
         let kernel = match &opts.kernel {
             Some(k) => k.clone(),
-            None => ec1_guest::kernel::path()?,
+            None => ec1_guest::kernel::path(arch)?,
         };
-        let base =
-            initramfs::combined_initrd(opts.initrd.as_deref(), &initramfs::Options::from_env()?)?;
+        let base = initramfs::combined_initrd(
+            opts.initrd.as_deref(),
+            &initramfs::Options::for_arch(arch)?,
+        )?;
         let dir = tempfile::Builder::new()
             .prefix("ec1-bench-compare-")
             .tempdir()

@@ -7,6 +7,7 @@ use ec1_bench::{execute, BenchArgs, Report, Scenario};
 
 #[test]
 fn cold_two_runs_produce_a_complete_report() {
+    ec1_engine_qemu::register();
     let dir = tempfile::tempdir().unwrap();
     let args = BenchArgs {
         scenario: Scenario::Cold,
@@ -17,6 +18,7 @@ fn cold_two_runs_produce_a_complete_report() {
         baseline_qemu: false,
         compare: None,
         kernel: Some(ec1_testkit::kernel()),
+        arch: None,
         boot_args: vec![],
         ec1: None,
         stream_mib: 64,

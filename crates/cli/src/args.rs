@@ -98,9 +98,10 @@ pub struct FirecrackerArgs {
     /// run commands in it (the agent socket is `<api-sock>.agent`).
     #[arg(long)]
     pub inject_agent: bool,
-    /// ec1: which engine runs the guest.
-    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
-    pub engine: EngineArg,
+    /// ec1: which engine runs the guest: `auto`, `qemu`, or `qemu-kvm`/`qemu-tcg`/
+    /// `qemu-hvf` (the QEMU engine with that accelerator).
+    #[arg(long, default_value = "auto", value_parser = parse_engine)]
+    pub engine: ec1_engine::EngineChoice,
     /// ec1: append phase events (process start, API socket ready, each API request,
     /// engine spawned and ready, guest started, boot signal, teardown, ...) to this file
     /// as JSON lines, each with `t_us` since the process started.
@@ -108,13 +109,21 @@ pub struct FirecrackerArgs {
     pub trace_file: Option<PathBuf>,
 }
 
-/// `--engine`: QEMU with KVM, QEMU with TCG software emulation, or whichever fits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EngineArg {
-    /// QEMU with KVM where the host has usable hardware virtualization, else TCG.
-    Auto,
-    QemuKvm,
-    QemuTcg,
+/// `--engine`: `auto`, an engine's name, or `NAME-OPTION` (`qemu-tcg`). Which engines
+/// exist is known when one is created (the error lists them).
+pub fn parse_engine(s: &str) -> Result<ec1_engine::EngineChoice, String> {
+    let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric());
+    let ok = match s.split_once('-') {
+        Some((e, v)) => word(e) && word(v),
+        None => word(s),
+    };
+    if ok {
+        Ok(ec1_engine::EngineChoice::parse(s))
+    } else {
+        Err(format!(
+            "{s:?} is not an engine: use auto, qemu, qemu-kvm, qemu-tcg or qemu-hvf"
+        ))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,8 +209,14 @@ pub struct MachineArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..))]
     pub mem: u32,
-    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
-    pub engine: EngineArg,
+    /// The engine: `auto`, `qemu`, `qemu-kvm`, `qemu-tcg` or `qemu-hvf`.
+    #[arg(long, default_value = "auto", value_parser = parse_engine)]
+    pub engine: ec1_engine::EngineChoice,
+    /// The guest architecture (default: the kernel's; for the default kernel, the
+    /// host's). `aarch64` boots the arm64 default kernel (`ec1 kernel build --arch
+    /// aarch64`).
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<ec1_engine::Arch>,
     /// Extra kernel command-line arguments.
     #[arg(long = "boot-arg", value_name = "ARG")]
     pub boot_args: Vec<String>,
@@ -275,19 +290,22 @@ pub enum TemplateAction {
 #[derive(Debug, Subcommand, Clone, Copy, PartialEq, Eq)]
 pub enum KernelAction {
     /// Build the default kernel if it is not cached; prints its path last.
-    Build,
+    Build {
+        /// The guest architecture (x86_64 or aarch64; arm64 is cross-compiled).
+        #[arg(long, default_value_t = ec1_engine::Arch::host(), value_parser = parse_arch)]
+        arch: ec1_engine::Arch,
+    },
     /// Print the default kernel's path, or fail saying how to build it.
-    Path,
+    Path {
+        /// The guest architecture (x86_64 or aarch64).
+        #[arg(long, default_value_t = ec1_engine::Arch::host(), value_parser = parse_arch)]
+        arch: ec1_engine::Arch,
+    },
 }
 
-impl From<EngineArg> for ec1_engine::AccelChoice {
-    fn from(e: EngineArg) -> Self {
-        match e {
-            EngineArg::Auto => ec1_engine::AccelChoice::Auto,
-            EngineArg::QemuKvm => ec1_engine::AccelChoice::Kvm,
-            EngineArg::QemuTcg => ec1_engine::AccelChoice::Tcg,
-        }
-    }
+/// `--arch`: `x86_64`/`amd64` or `aarch64`/`arm64`.
+pub fn parse_arch(s: &str) -> Result<ec1_engine::Arch, String> {
+    ec1_engine::Arch::parse(s)
 }
 
 #[cfg(test)]
@@ -305,7 +323,7 @@ mod tests {
         assert_eq!(c.vmm.api_sock, PathBuf::from("/run/firecracker.socket"));
         assert_eq!(c.vmm.id, "anonymous-instance");
         assert_eq!(c.vmm.http_api_max_payload_size, 51200);
-        assert_eq!(c.vmm.engine, EngineArg::Auto);
+        assert_eq!(c.vmm.engine, ec1_engine::EngineChoice::auto());
         assert!(!c.vmm.no_api && !c.vmm.boot_timer);
     }
 
@@ -362,7 +380,7 @@ mod tests {
             (v.start_time_us, v.start_time_cpu_us, v.parent_cpu_time_us),
             (Some(1), Some(2), Some(3))
         );
-        assert_eq!(v.engine, EngineArg::QemuTcg);
+        assert_eq!(v.engine, ec1_engine::EngineChoice::parse("qemu-tcg"));
     }
 
     #[test]
@@ -379,15 +397,20 @@ mod tests {
         assert!(matches!(
             parse(&["kernel", "build"]).command,
             Some(Command::Kernel {
-                action: KernelAction::Build
+                action: KernelAction::Build {
+                    arch: ec1_engine::Arch::X86_64
+                }
             })
         ));
         assert!(matches!(
-            parse(&["kernel", "path"]).command,
+            parse(&["kernel", "path", "--arch", "arm64"]).command,
             Some(Command::Kernel {
-                action: KernelAction::Path
+                action: KernelAction::Path {
+                    arch: ec1_engine::Arch::Aarch64
+                }
             })
         ));
+        assert!(Cli::try_parse_from(["ec1", "kernel", "build", "--arch", "mips"]).is_err());
     }
 
     #[test]
@@ -439,7 +462,9 @@ mod tests {
     #[test]
     fn bad_flags_are_rejected() {
         for bad in [
-            &["--engine", "xen"][..],
+            &["--engine", "qemu tcg"][..],
+            &["--engine", "qemu-"],
+            &["run", "--arch", "mips", "true"],
             &["--http-api-max-payload-size", "-1"],
             &["--no-such-flag"],
             &["--no-api", "kernel", "path"],

@@ -5,10 +5,10 @@ use crate::args::KernelAction;
 /// Runs a kernel subcommand; progress goes to stderr, the path to stdout (last line).
 pub fn run(action: KernelAction) -> i32 {
     let result = match action {
-        KernelAction::Build => {
-            ec1_guest::kernel::build(&mut |line| eprintln!("[ec1 kernel] {line}"))
+        KernelAction::Build { arch } => {
+            ec1_guest::kernel::build(arch, &mut |line| eprintln!("[ec1 kernel] {line}"))
         }
-        KernelAction::Path => ec1_guest::kernel::path(),
+        KernelAction::Path { arch } => ec1_guest::kernel::path(arch),
     };
     match result {
         Ok(path) => {

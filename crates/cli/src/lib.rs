@@ -13,8 +13,8 @@ mod template_cmd;
 mod vmm_cmd;
 
 pub use args::{
-    Cli, Command, CpArgs, EngineArg, ExecArgs, FirecrackerArgs, GuestCommandArgs, KernelAction,
-    MachineArgs, ModeArg, PoolArgs, RunArgs, TemplateAction,
+    Cli, Command, CpArgs, ExecArgs, FirecrackerArgs, GuestCommandArgs, KernelAction, MachineArgs,
+    ModeArg, PoolArgs, RunArgs, TemplateAction,
 };
 
 use clap::Parser;
@@ -22,6 +22,7 @@ use clap::Parser;
 /// Parses the process arguments, runs the command and returns the exit code.
 pub fn main() -> i32 {
     ec1_trace::init();
+    register_engines();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -31,6 +32,12 @@ pub fn main() -> i32 {
         }
     };
     dispatch(cli)
+}
+
+/// Registers the engines this binary is built with: the layers above
+/// `ec1_engine` ask the registry for one and never name an engine crate.
+pub fn register_engines() {
+    ec1_engine_qemu::register();
 }
 
 fn dispatch(cli: Cli) -> i32 {

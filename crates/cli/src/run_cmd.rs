@@ -32,7 +32,8 @@ pub(crate) fn sandbox_options(args: &MachineArgs) -> SandboxOptions {
         mode,
         vcpus: args.vcpus,
         mem_mib: args.mem,
-        engine: args.engine.into(),
+        arch: args.arch,
+        engine: args.engine.clone(),
         extra_boot_args: args.boot_args.clone(),
         ..SandboxOptions::default()
     }

@@ -2,7 +2,7 @@
 
 use crate::args::FirecrackerArgs;
 use ec1_api::RunOptions;
-use ec1_engine::{AccelChoice, Engine, EngineError, VmSpec};
+use ec1_engine::{Engine, EngineError, VmSpec};
 use ec1_sandbox::{agent_socket_for, make_engine, InjectAgent};
 use std::sync::Arc;
 
@@ -32,18 +32,26 @@ pub fn ignored_flag_notes(a: &FirecrackerArgs) -> Vec<String> {
 
 /// Firecracker's flags as `ec1_api` takes them.
 pub fn run_options(a: &FirecrackerArgs) -> RunOptions {
-    let choice: AccelChoice = a.engine.into();
+    let choice = a.engine.clone();
     let inject = a.inject_agent.then(|| agent_socket_for(&a.api_sock));
     let factory: ec1_api::EngineFactory = Arc::new(
-        move |_spec: &VmSpec| -> Result<Arc<dyn Engine>, EngineError> {
-            let engine = make_engine(choice)?;
+        move |spec: &VmSpec| -> Result<Arc<dyn Engine>, EngineError> {
+            let engine = make_engine(&choice, spec.arch)?;
             Ok(match &inject {
                 Some(socket) => Arc::new(InjectAgent::new(engine, socket.clone())),
                 None => engine,
             })
         },
     );
-    let mut o = RunOptions::new("qemu", factory);
+    // For messages ("... not supported yet by ec1's qemu engine"): the engine asked
+    // for, or the one `auto` tries first.
+    let engine_name = a.engine.engine.clone().unwrap_or_else(|| {
+        ec1_engine::registry::registered()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "auto".into())
+    });
+    let mut o = RunOptions::new(engine_name, factory);
     o.api_sock = (!a.no_api).then(|| a.api_sock.clone());
     o.config_file = a.config_file.clone();
     o.id = a.id.clone();
@@ -71,7 +79,7 @@ pub fn run(a: &FirecrackerArgs) -> i32 {
     }
     if let Some(path) = &a.describe_snapshot {
         // As Firecracker: the snapshot's data format version on stdout.
-        return match ec1_engine_qemu::snapshot::describe_snapshot(path) {
+        return match ec1_engine::registry::describe_snapshot(path) {
             Ok(version) => {
                 println!("{version}");
                 0

@@ -268,7 +268,11 @@ fn bad_configurations_are_clear_errors_with_no_engine_left() {
     std::fs::write(&not_elf, b"this is not a kernel image at all, just text").unwrap();
     let mut c = good.clone();
     c["boot-source"]["kernel_image_path"] = json!(not_elf);
-    assert_rejected(&case, &c, "is neither an ELF image (vmlinux) nor a bzImage");
+    assert_rejected(
+        &case,
+        &c,
+        "is neither an ELF vmlinux, an x86 bzImage nor an arm64 Image",
+    );
 
     let mut c = good.clone();
     c["boot-source"]["initrd_path"] = json!(case.path("no-such-initrd"));

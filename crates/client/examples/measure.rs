@@ -6,8 +6,8 @@
 //! ```
 
 use ec1_client::{Client, Command, ConnectOptions};
-use ec1_engine::{Accel, Engine, MemoryBacking, SerialOut, VmSpec};
-use ec1_engine_qemu::{QemuEngine, QemuOptions};
+use ec1_engine::{Engine, MemoryBacking, SerialOut, VmSpec};
+use ec1_engine_qemu::{Accel, QemuEngine, QemuOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ fn main() {
     let mem_mib = 256;
     let spec = VmSpec {
         id: "measure".into(),
+        arch: ec1_engine::Arch::X86_64,
         kernel,
         initrd: Some(initrd),
         cmdline: "console=ttyS0 reboot=k panic=-1 quiet".into(),

@@ -5,12 +5,19 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use ec1_engine::{Accel, CacheType, EngineError, MemoryBacking, SerialOut, VmSpec};
+use ec1_engine::{Arch, CacheType, EngineError, MemoryBacking, SerialOut, VmSpec};
 
-use crate::cmdline::{add_kernel_params, sets_param, MAX_CMDLINE};
+use crate::accel::Accel;
+
+use crate::cmdline::{add_kernel_params, replace_param, sets_param, MAX_CMDLINE};
 use crate::throttle::Throttle;
 use crate::validate::check_spec;
 use crate::BOOT_TIMER_PORT;
+
+/// The console Firecracker's guests are told to use, and what it is on arm64's `virt`
+/// (a PL011 UART, where Firecracker's arm64 machine has an 8250).
+const X86_CONSOLE: &str = "console=ttyS0";
+const VIRT_CONSOLE: &str = "console=ttyAMA0";
 
 /// Where `microvm` maps its virtio-mmio transports, how far apart, and the first one's
 /// IRQ (without ACPI there is one I/O APIC and 8 transports). The engine places devices
@@ -66,8 +73,9 @@ impl DriveNames {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArgsContext {
     pub accel: Accel,
-    /// The firmware image (`-bios`), normally [`crate::DEFAULT_FIRMWARE`].
-    pub firmware: PathBuf,
+    /// The firmware image (`-bios`), normally [`crate::DEFAULT_FIRMWARE`] on x86_64;
+    /// `None` boots the kernel with QEMU's own loader (arm64's `virt`).
+    pub firmware: Option<PathBuf>,
     /// The host TSC rate in kHz, passed to the guest under TCG (see `host.rs`); `None`
     /// leaves the guest to calibrate.
     pub tsc_khz: Option<u64>,
@@ -110,9 +118,18 @@ fn on_off(b: bool) -> &'static str {
 
 /// The guest kernel command line: the spec's, plus the engine's device parameters and,
 /// under TCG, a fixed TSC rate (unless the spec sets `tsc=` itself).
+///
+/// On arm64's `virt` the device tree describes the transports and the clock, so the
+/// engine only points Firecracker's `console=ttyS0` at the machine's PL011.
 pub(crate) fn kernel_cmdline(spec: &VmSpec, ctx: &ArgsContext) -> Result<String, EngineError> {
+    if spec.arch == Arch::Aarch64 {
+        return checked_length(
+            spec,
+            replace_param(&spec.cmdline, X86_CONSOLE, VIRT_CONSOLE),
+        );
+    }
     let transports = crate::devices::transport_count(spec);
-    let mut extra: Vec<String> = crate::devices::usable_transports(&spec.cmdline)
+    let mut extra: Vec<String> = crate::devices::usable_transports(spec.arch, &spec.cmdline)
         .into_iter()
         .take(transports)
         .map(virtio_param)
@@ -125,7 +142,11 @@ pub(crate) fn kernel_cmdline(spec: &VmSpec, ctx: &ArgsContext) -> Result<String,
             extra.push("tsc=reliable".into());
         }
     }
-    let cmdline = add_kernel_params(&spec.cmdline, &extra);
+    checked_length(spec, add_kernel_params(&spec.cmdline, &extra))
+}
+
+/// `cmdline` (`spec`'s with the engine's additions), if Linux accepts its length.
+fn checked_length(spec: &VmSpec, cmdline: String) -> Result<String, EngineError> {
     if cmdline.len() >= MAX_CMDLINE {
         return Err(EngineError::InvalidSpec(format!(
             "the kernel command line is {} bytes with the engine's additions ({} bytes of it); Linux accepts at most {}",
@@ -147,9 +168,14 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
     let cmdline = kernel_cmdline(spec, ctx)?;
     let mut a = Argv::default();
 
-    let mut machine = String::from(
-        "microvm,acpi=off,x-option-roms=off,isa-serial=on,rtc=on,auto-kernel-cmdline=off",
-    );
+    let mut machine = String::from(match spec.arch {
+        Arch::X86_64 => {
+            "microvm,acpi=off,x-option-roms=off,isa-serial=on,rtc=on,auto-kernel-cmdline=off"
+        }
+        // GICv3 as on Firecracker's arm64 guests (and for more than 8 vCPUs); no
+        // EL2/EL3, no ACPI tables and no PCIe window above 4 GiB to describe.
+        Arch::Aarch64 => "virt,gic-version=3,acpi=off,highmem=off,virtualization=off,secure=off",
+    });
     if matches!(
         spec.memory,
         MemoryBacking::File { .. } | MemoryBacking::Shared
@@ -158,9 +184,13 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
         machine.push_str(",memory-backend=mem");
     }
     a.opt("-M", machine);
-    match ctx.accel {
-        Accel::Tcg => a.opt("-accel", "tcg").opt("-cpu", "max"),
-        Accel::Kvm => a.opt("-accel", "kvm").opt("-cpu", "host"),
+    match (ctx.accel, spec.arch) {
+        (Accel::Tcg, Arch::X86_64) => a.opt("-accel", "tcg").opt("-cpu", "max"),
+        // `max` with QEMU's own pointer-authentication algorithm: the architected
+        // one (QARMA) costs the guest's every function return under TCG.
+        (Accel::Tcg, Arch::Aarch64) => a.opt("-accel", "tcg").opt("-cpu", "max,pauth-impdef=on"),
+        (Accel::Kvm, _) => a.opt("-accel", "kvm").opt("-cpu", "host"),
+        (Accel::Hvf, _) => a.opt("-accel", "hvf").opt("-cpu", "host"),
     };
     let threads = if spec.smt && spec.vcpus > 1 { 2 } else { 1 };
     let cores = spec.vcpus / threads;
@@ -174,7 +204,9 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
         a.flag(flag);
     }
     a.opt("-display", "none").flag("-no-reboot").flag("-S");
-    a.opt("-bios", ctx.firmware.as_os_str());
+    if let Some(firmware) = &ctx.firmware {
+        a.opt("-bios", firmware.as_os_str());
+    }
     if let MemoryBacking::File { path, shared } = &spec.memory {
         a.opt(
             "-object",
@@ -215,8 +247,11 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
         format!("socket,id=qmp,fd={},server=on,wait=off", ctx.qmp_fd),
     )
     .opt("-mon", "chardev=qmp,mode=control");
-    // The AT keyboard controller: Ctrl-Alt-Del and the guest's `reboot=k` go through it.
-    a.opt("-device", "i8042");
+    if spec.arch == Arch::X86_64 {
+        // The AT keyboard controller: Ctrl-Alt-Del and the guest's `reboot=k` go
+        // through it.
+        a.opt("-device", "i8042");
+    }
 
     let serial: OsString = match &spec.serial {
         SerialOut::Stdio => "stdio,id=ser0,signal=off".into(),
@@ -228,13 +263,15 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
     a.opt(
         "-chardev",
         format!("socket,id=boottimer,fd={}", ctx.boot_timer_fd),
-    )
-    .opt(
-        "-device",
-        format!("isa-debugcon,iobase={BOOT_TIMER_PORT:#x},chardev=boottimer"),
     );
+    if spec.arch == Arch::X86_64 {
+        a.opt(
+            "-device",
+            format!("isa-debugcon,iobase={BOOT_TIMER_PORT:#x},chardev=boottimer"),
+        );
+    }
 
-    let slots = crate::devices::usable_transports(&spec.cmdline);
+    let slots = crate::devices::usable_transports(spec.arch, &spec.cmdline);
     let slot = |i: usize| {
         slots.get(i).copied().ok_or_else(|| {
             EngineError::InvalidSpec(format!(
@@ -281,11 +318,14 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
     if let Some(sock) = &spec.agent_socket {
         // Two ports (0 is reserved for a console, the agent's is 1) instead of QEMU's
         // 31: the guest driver sets up two virtqueues per port at probe, which took
-        // ~60 ms of the boot under TCG with 31.
+        // ~60 ms of the boot under TCG with 31. A machine without I/O ports has a
+        // third, where the agent writes the boot signal.
+        let boot_port = spec.arch != Arch::X86_64;
         a.opt(
             "-device",
             format!(
-                "virtio-serial-device,id=agentbus,max_ports=2,bus={}",
+                "virtio-serial-device,id=agentbus,max_ports={},bus={}",
+                2 + u8::from(boot_port),
                 virtio_bus(slot(spec.drives.len())?)
             ),
         )
@@ -293,7 +333,22 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
             "-chardev",
             with_path("socket,id=agent,path=", sock, ",server=on,wait=off"),
         )
-        .opt("-device", "virtserialport,chardev=agent,name=ec1.agent");
+        .opt(
+            "-device",
+            format!(
+                "virtserialport,chardev=agent,name={}",
+                ec1_proto::channel::AGENT_PORT
+            ),
+        );
+        if boot_port {
+            a.opt(
+                "-device",
+                format!(
+                    "virtserialport,chardev=boottimer,name={}",
+                    ec1_proto::channel::BOOT_PORT
+                ),
+            );
+        }
     }
     let mut devices = Vec::new();
     crate::devices::device_args(
@@ -339,6 +394,7 @@ mod tests {
     fn spec() -> VmSpec {
         VmSpec {
             id: "vm1".into(),
+            arch: ec1_engine::Arch::X86_64,
             kernel: "/k/vmlinux".into(),
             initrd: Some("/k/initrd.cpio".into()),
             cmdline: "console=ttyS0 reboot=k panic=-1".into(),
@@ -357,7 +413,7 @@ mod tests {
     fn ctx() -> ArgsContext {
         ArgsContext {
             accel: Accel::Tcg,
-            firmware: "/usr/share/qemu/qboot.rom".into(),
+            firmware: Some("/usr/share/qemu/qboot.rom".into()),
             tsc_khz: Some(2_445_424),
             qmp_fd: 10,
             boot_timer_fd: 11,

@@ -50,6 +50,23 @@ pub(crate) fn sets_param(cmdline: &str, name: &str) -> bool {
     })
 }
 
+/// `cmdline` with every kernel parameter (before any `--`) equal to `from` written as
+/// `to` instead.
+pub(crate) fn replace_param(cmdline: &str, from: &str, to: &str) -> String {
+    let end = init_separator(cmdline).unwrap_or(cmdline.len());
+    let mut out = String::with_capacity(cmdline.len() + to.len());
+    let mut last = 0;
+    for (s, e) in tokens(&cmdline[..end]) {
+        if &cmdline[s..e] == from {
+            out.push_str(&cmdline[last..s]);
+            out.push_str(to);
+            last = e;
+        }
+    }
+    out.push_str(&cmdline[last..]);
+    out
+}
+
 /// `cmdline` with `params` added at the end of the kernel parameters, before any `--`.
 pub(crate) fn add_kernel_params(cmdline: &str, params: &[String]) -> String {
     if params.is_empty() {
@@ -80,6 +97,23 @@ pub(crate) fn add_kernel_params(cmdline: &str, params: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replacing_a_parameter_leaves_the_init_arguments() {
+        assert_eq!(
+            replace_param(
+                "console=ttyS0 quiet -- console=ttyS0",
+                "console=ttyS0",
+                "console=ttyAMA0"
+            ),
+            "console=ttyAMA0 quiet -- console=ttyS0"
+        );
+        assert_eq!(
+            replace_param("a console=ttyS0,115200 b", "console=ttyS0", "x"),
+            "a console=ttyS0,115200 b"
+        );
+        assert_eq!(replace_param("", "a", "b"), "");
+    }
 
     fn p(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use ec1_engine::{EngineError, MemoryBacking, NetSpec, RateLimit, VmSpec};
+use ec1_engine::{Arch, EngineError, MemoryBacking, NetSpec, RateLimit, VmSpec};
 
 /// The qdev id of the balloon device; its QOM path is `/machine/peripheral/<id>`.
 pub(crate) const BALLOON_ID: &str = "balloon0";
@@ -27,7 +27,12 @@ pub(crate) fn balloon_qom_path() -> String {
 /// not free in the guest: GSI 8 belongs to the RTC (`rtc=on`, which Linux's `rtc_cmos`
 /// requests unshared, so a virtio device there never gets its interrupt) and GSI 12 to
 /// the i8042 mouse port, unless the guest is told `i8042.noaux`.
-pub(crate) fn usable_transports(cmdline: &str) -> Vec<usize> {
+///
+/// arm64's `virt` gives every transport an interrupt of its own: all are usable.
+pub(crate) fn usable_transports(arch: Arch, cmdline: &str) -> Vec<usize> {
+    if arch == Arch::Aarch64 {
+        return (0..crate::validate::VIRT_TRANSPORTS).collect();
+    }
     let aux_free = crate::cmdline::sets_param(cmdline, "i8042.noaux");
     (0..crate::validate::VIRTIO_TRANSPORTS)
         .filter(|&i| i != 3 && (i != 7 || aux_free))
@@ -250,7 +255,7 @@ pub(crate) fn device_args(
     bus: impl Fn(usize) -> String,
     out: &mut Vec<(&'static str, OsString)>,
 ) -> Result<(), EngineError> {
-    let mut free = usable_transports(&spec.cmdline)
+    let mut free = usable_transports(spec.arch, &spec.cmdline)
         .into_iter()
         .skip(first_bus)
         .map(bus);
@@ -259,7 +264,7 @@ pub(crate) fn device_args(
             EngineError::InvalidSpec(format!(
                 "the devices need {} virtio transports; the QEMU engine has {} for this guest",
                 transport_count(spec),
-                usable_transports(&spec.cmdline).len()
+                usable_transports(spec.arch, &spec.cmdline).len()
             ))
         })
     };
@@ -319,6 +324,7 @@ pub(crate) mod tests {
     pub(crate) fn spec() -> VmSpec {
         VmSpec {
             id: "t".into(),
+            arch: ec1_engine::Arch::X86_64,
             kernel: "/k".into(),
             initrd: None,
             cmdline: String::new(),
@@ -435,9 +441,13 @@ pub(crate) mod tests {
 
     #[test]
     fn transports_skip_the_rtc_and_mouse_interrupts() {
-        assert_eq!(usable_transports("console=ttyS0"), [0, 1, 2, 4, 5, 6]);
         assert_eq!(
-            usable_transports("console=ttyS0 i8042.noaux"),
+            usable_transports(Arch::X86_64, "console=ttyS0"),
+            [0, 1, 2, 4, 5, 6]
+        );
+        assert_eq!(usable_transports(Arch::Aarch64, "console=ttyS0").len(), 32);
+        assert_eq!(
+            usable_transports(Arch::X86_64, "console=ttyS0 i8042.noaux"),
             [0, 1, 2, 4, 5, 6, 7]
         );
     }

@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ec1_engine::{
-    Accel, BalloonStats, Capabilities, DriveUpdate, Engine, EngineError, EventSink, ExitReason,
-    NetUpdate, SerialOut, SnapshotSource, SnapshotTarget, VmSpec,
+    Arch, BalloonStats, CacheIdentity, Capabilities, DriveUpdate, Engine, EngineError, EventSink,
+    ExitReason, NetUpdate, SerialOut, SnapshotSource, SnapshotTarget, VmSpec,
 };
 use qapi::qmp::{
     cont, quit, send_key, stop, Event, KeyValue, QKeyCode, QKeyCodeWrapper, QmpCommand,
     ShutdownCause,
 };
 
+use crate::accel::Accel;
 use crate::args::{qemu_args, ArgsContext, DriveNames};
 use crate::drain::Readers;
 use crate::exit::{classify, ExitCell};
@@ -37,12 +38,17 @@ const READER_DRAIN: Duration = Duration::from_secs(1);
 /// How long a `SIGKILL`ed QEMU may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// Settings of the QEMU engine; `Default` suits ec1.
+/// Settings of the QEMU engine; `Default` suits ec1 for guests of the host's
+/// architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QemuOptions {
-    /// The QEMU binary; `None` means `$EC1_QEMU`, else `qemu-system-x86_64` in `PATH`.
+    /// The guests' architecture: x86_64 runs on `microvm`, aarch64 on `virt`.
+    pub arch: Arch,
+    /// The QEMU binary; `None` means `$EC1_QEMU`, else `qemu-system-x86_64` in `PATH`
+    /// (for aarch64: `$EC1_QEMU_AARCH64`, else `qemu-system-aarch64`).
     pub binary: Option<PathBuf>,
-    /// The firmware image (`-bios`).
+    /// The firmware image (`-bios`) of x86_64's `microvm`; arm64's `virt` boots the
+    /// kernel with QEMU's own loader.
     pub firmware: PathBuf,
     /// How long QEMU may take from spawn to answering QMP (normally ~30 ms).
     pub start_timeout: Duration,
@@ -55,6 +61,7 @@ pub struct QemuOptions {
 impl Default for QemuOptions {
     fn default() -> Self {
         QemuOptions {
+            arch: Arch::host(),
             binary: None,
             firmware: PathBuf::from(crate::DEFAULT_FIRMWARE),
             start_timeout: Duration::from_secs(10),
@@ -114,7 +121,7 @@ impl QemuEngine {
     /// Installs nothing: what is missing comes back as [`EngineError::NotInstalled`]
     /// or [`EngineError::WrongVersion`] with the command that fixes it.
     pub fn new(accel: Accel, opts: QemuOptions) -> Result<Self, EngineError> {
-        let binary = resolve_binary(opts.binary.as_deref());
+        let binary = resolve_binary(opts.binary.as_deref(), opts.arch);
         let version = check_qemu(&binary)?;
         Self::with_version(accel, opts, binary, version)
     }
@@ -126,15 +133,15 @@ impl QemuEngine {
         binary: PathBuf,
         version: QemuVersion,
     ) -> Result<Self, EngineError> {
-        if !opts.firmware.is_file() {
+        if opts.arch == Arch::X86_64 && !opts.firmware.is_file() {
             return Err(EngineError::NotInstalled {
                 program: format!("QEMU's qboot firmware {}", opts.firmware.display()),
                 install: INSTALL_COMMAND.into(),
             });
         }
-        let tsc_khz = match accel {
-            Accel::Tcg => crate::host::host_cpu_khz(),
-            Accel::Kvm => None,
+        let tsc_khz = match (accel, opts.arch) {
+            (Accel::Tcg, Arch::X86_64) => crate::host::host_cpu_khz(),
+            _ => None,
         };
         Ok(QemuEngine {
             name: format!("qemu-{}", accel.as_str()),
@@ -162,12 +169,33 @@ impl QemuEngine {
         self.accel
     }
 
+    /// The architecture of the guests this engine runs.
+    pub fn arch(&self) -> Arch {
+        self.opts.arch
+    }
+
+    /// Refuses a guest of another architecture than this engine's.
+    pub(crate) fn check_arch(&self, spec: &VmSpec) -> Result<(), EngineError> {
+        if spec.arch == self.opts.arch {
+            return Ok(());
+        }
+        Err(EngineError::InvalidSpec(format!(
+            "this QEMU engine runs {} guests and the machine is {}",
+            self.opts.arch, spec.arch
+        )))
+    }
+
+    /// The firmware QEMU loads, if the machine has one.
+    fn firmware(&self) -> Option<PathBuf> {
+        (self.opts.arch == Arch::X86_64).then(|| self.opts.firmware.clone())
+    }
+
     /// The command-line context for `spec`-independent settings, with placeholder
     /// descriptors: for showing the command line ([`qemu_args`]) without running it.
     pub fn args_context(&self) -> ArgsContext {
         ArgsContext {
             accel: self.accel,
-            firmware: self.opts.firmware.clone(),
+            firmware: self.firmware(),
             tsc_khz: self.tsc_khz,
             qmp_fd: 3,
             boot_timer_fd: 4,
@@ -471,7 +499,22 @@ impl Engine for QemuEngine {
         Capabilities {
             snapshots: true,
             drive_hot_update: true,
-            ctrl_alt_del: true,
+            // An i8042 exists on x86 only (as on Firecracker).
+            ctrl_alt_del: self.opts.arch == Arch::X86_64,
+        }
+    }
+
+    fn cache_identity(&self) -> CacheIdentity {
+        let binary =
+            crate::version_cache::find_in_path(&self.binary).unwrap_or_else(|| self.binary.clone());
+        CacheIdentity {
+            engine: format!("{}-{}", self.name, self.opts.arch),
+            files: std::iter::once(binary).chain(self.firmware()).collect(),
+            snapshot_format: format!(
+                "{}.{}",
+                crate::snapshot::FORMAT_MAJOR,
+                crate::snapshot::FORMAT_MINOR
+            ),
         }
     }
 
@@ -482,6 +525,7 @@ impl Engine for QemuEngine {
                 "this engine has already started a guest; use a new engine for another".into(),
             ));
         }
+        self.check_arch(spec)?;
         check_spec(spec)?;
         check_files(spec)?;
         crate::devices::check_device_files(spec)?;

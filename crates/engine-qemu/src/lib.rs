@@ -25,6 +25,7 @@
 //! 12) with its qboot firmware. The engine never installs anything: [`check_qemu`] and
 //! [`QemuEngine::new`] say what is missing.
 
+mod accel;
 mod args;
 mod balloon;
 mod boot_timer;
@@ -39,6 +40,7 @@ mod media;
 mod memfd;
 mod net_relays;
 mod process;
+mod provider;
 mod qmp;
 pub mod snapshot;
 mod throttle;
@@ -46,21 +48,24 @@ mod validate;
 mod version;
 pub mod version_cache;
 
+pub use accel::{detect_accel, probe_at, Accel, AccelChoice, HostProbe};
 pub use args::{qemu_args, ArgsContext};
 pub use engine::{QemuEngine, QemuOptions};
+pub use provider::{register, QemuProvider};
 /// The QMP types [`QemuEngine::qmp`] takes, at the version this crate uses.
 pub use qapi;
 pub use qmp::{QmpClient, QmpError};
 pub use version::{
-    check_qemu, resolve_binary, QemuVersion, BINARY_ENV, INSTALL_COMMAND, MIN_MAJOR, QEMU_PROGRAM,
+    check_qemu, install_command_for, resolve_binary, QemuVersion, BINARY_ENV, BINARY_ENV_AARCH64,
+    INSTALL_COMMAND, INSTALL_COMMAND_AARCH64, MIN_MAJOR, QEMU_PROGRAM, QEMU_PROGRAM_AARCH64,
 };
 
 /// The x86 I/O port of the boot timer: the guest writes [`BOOT_SIGNAL`] here when it
 /// has booted. `0xe9` is the port of QEMU's `isa-debugcon` (the Bochs "port e9 hack").
-pub const BOOT_TIMER_PORT: u16 = 0xe9;
+pub const BOOT_TIMER_PORT: u16 = ec1_proto::channel::BOOT_TIMER_IO_PORT;
 
 /// The byte that marks "boot complete", Firecracker's magic boot-timer value.
-pub const BOOT_SIGNAL: u8 = 123;
+pub const BOOT_SIGNAL: u8 = ec1_proto::channel::BOOT_SIGNAL;
 
 /// QEMU's qboot firmware as Debian's `qemu-system-data` installs it: the fastest
 /// firmware for `microvm` (2 ms to the kernel entry).

@@ -14,7 +14,7 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -260,8 +260,8 @@ pub(crate) fn spawn(
             let _ = supervisor.join();
             Err(if source.kind() == std::io::ErrorKind::NotFound {
                 EngineError::NotInstalled {
+                    install: crate::version::install_command_for(Path::new(&program)).into(),
                     program,
-                    install: crate::INSTALL_COMMAND.into(),
                 }
             } else {
                 EngineError::Spawn { program, source }

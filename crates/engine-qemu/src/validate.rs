@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use ec1_engine::{EngineError, MemoryBacking, SerialOut, VmSpec};
+use ec1_engine::{Arch, EngineError, MemoryBacking, SerialOut, VmSpec};
 
 /// The vCPU limit of [`VmSpec`] (Firecracker's).
 pub(crate) const MAX_VCPUS: u8 = 32;
@@ -14,6 +14,10 @@ pub(crate) const MAX_VCPUS: u8 = 32;
 /// virtio-mmio transports of `microvm` without ACPI (no second I/O APIC): every drive
 /// and the agent channel take one.
 pub(crate) const VIRTIO_TRANSPORTS: usize = 8;
+
+/// virtio-mmio transports of arm64's `virt` machine (each with its own SPI, all in
+/// the device tree).
+pub(crate) const VIRT_TRANSPORTS: usize = 32;
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
 pub(crate) const MAX_SOCKET_PATH: usize = 107;
@@ -71,7 +75,12 @@ pub(crate) fn check_spec(spec: &VmSpec) -> Result<(), EngineError> {
         check_no_nul("a drive path", d.path.as_os_str().as_bytes())?;
     }
     let transports = crate::devices::transport_count(spec);
-    let usable = crate::devices::usable_transports(&spec.cmdline).len();
+    let usable = crate::devices::usable_transports(spec.arch, &spec.cmdline).len();
+    if transports > usable && spec.arch == Arch::Aarch64 {
+        return Err(invalid(format!(
+            "the machine needs {transports} virtio devices; the QEMU engine's arm64 machine has {usable}"
+        )));
+    }
     if transports > usable {
         return Err(invalid(format!(
             "{} drives{}{} need {transports} virtio devices; the QEMU engine has {usable} (an ec1 engine limit, where Firecracker has 19: microvm's 8 transports, less the RTC's and, without `i8042.noaux`, the mouse port's interrupt); use fewer drives or devices, or add `i8042.noaux` to boot_args for a seventh",
@@ -132,34 +141,32 @@ fn open_file(what: &'static str, path: &Path, opts: &OpenOptions) -> Result<File
     Ok(f)
 }
 
-/// Where a bzImage carries its setup header's magic, `HdrS` (Linux's x86 boot protocol).
-const BZIMAGE_MAGIC_AT: usize = 0x202;
-
-/// Checks that `kernel` is something QEMU can boot: an ELF image (a `vmlinux`, booted
-/// through its PVH note) or a bzImage. QEMU's own message for anything else is obscure
-/// and comes only after it started.
-fn check_kernel_format(path: &Path, mut kernel: File) -> Result<(), EngineError> {
+/// Checks that `kernel` is something QEMU can boot for `arch`: on x86_64 an ELF image
+/// (a `vmlinux`, booted through its PVH note) or a bzImage, on aarch64 an `Image` (or
+/// an ELF vmlinux). QEMU's own message for anything else is obscure and comes only
+/// after it started.
+fn check_kernel_format(path: &Path, arch: Arch, kernel: File) -> Result<(), EngineError> {
     use std::io::Read;
-    let mut head = [0u8; BZIMAGE_MAGIC_AT + 4];
-    let mut n = 0;
-    while n < head.len() {
-        match kernel.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(file_err("kernel", path)(e)),
-        }
+    let mut head = Vec::with_capacity(0x206);
+    kernel
+        .take(0x206)
+        .read_to_end(&mut head)
+        .map_err(file_err("kernel", path))?;
+    match Arch::of_kernel_header(&head) {
+        Ok(found) if found == arch => Ok(()),
+        Ok(found) => Err(EngineError::InvalidSpec(format!(
+            "the kernel {} is built for {found}, but the machine is {arch}",
+            path.display()
+        ))),
+        Err(why) => Err(EngineError::InvalidSpec(format!(
+            "the kernel {} is {why}; give boot-source.kernel_image_path {}",
+            path.display(),
+            match arch {
+                Arch::X86_64 => "an uncompressed vmlinux or a bzImage",
+                Arch::Aarch64 => "an arm64 Image",
+            }
+        ))),
     }
-    let elf = n >= 4 && head[..4] == *b"\x7fELF";
-    let bzimage = n == head.len() && head[BZIMAGE_MAGIC_AT..] == *b"HdrS";
-    if elf || bzimage {
-        return Ok(());
-    }
-    Err(EngineError::InvalidSpec(format!(
-        "the kernel {} is neither an ELF image (vmlinux) nor a bzImage; \
-         give boot-source.kernel_image_path an uncompressed vmlinux or a bzImage",
-        path.display()
-    )))
 }
 
 /// Checks that every file the guest needs is there and usable, so that a typo fails
@@ -183,7 +190,7 @@ pub(crate) fn check_files(spec: &VmSpec) -> Result<(), EngineError> {
         ));
     }
     let kernel = open_file("kernel", &spec.kernel, &read)?;
-    check_kernel_format(&spec.kernel, kernel)?;
+    check_kernel_format(&spec.kernel, spec.arch, kernel)?;
     if let Some(initrd) = &spec.initrd {
         open_file("initrd", initrd, &read)?;
     }
@@ -222,6 +229,7 @@ mod tests {
     pub(crate) fn spec(dir: &Path) -> VmSpec {
         VmSpec {
             id: "t".into(),
+            arch: ec1_engine::Arch::X86_64,
             kernel: dir.join("vmlinux"),
             initrd: Some(dir.join("initrd")),
             cmdline: "console=ttyS0".into(),
@@ -323,6 +331,16 @@ mod tests {
         assert!(msg(check_spec(&s)).contains("memory"));
     }
 
+    /// The start of an x86-64 ELF executable.
+    fn x86_elf() -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2;
+        h[5] = 1;
+        h[18] = 62;
+        h
+    }
+
     #[test]
     fn only_elf_and_bzimage_kernels_pass() {
         let dir = tempfile::tempdir().unwrap();
@@ -331,14 +349,29 @@ mod tests {
         s.initrd = None;
         let mut bz = vec![0u8; 0x400];
         bz[0x202..0x206].copy_from_slice(b"HdrS");
-        for ok in [b"\x7fELF\x02\x01".to_vec(), bz] {
+        for ok in [x86_elf(), bz] {
             std::fs::write(d.join("vmlinux"), ok).unwrap();
             assert!(check_files(&s).is_ok());
         }
+        // An arm64 Image is refused for an x86 machine and taken for an arm64 one.
+        let mut image = vec![0u8; 0x100];
+        image[56..60].copy_from_slice(b"ARM\x64");
+        std::fs::write(d.join("vmlinux"), &image).unwrap();
+        let e = check_files(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("built for aarch64, but the machine is x86_64"),
+            "{e}"
+        );
+        s.arch = Arch::Aarch64;
+        assert!(check_files(&s).is_ok());
+        std::fs::write(d.join("vmlinux"), b"junk").unwrap();
+        let e = check_files(&s).unwrap_err().to_string();
+        assert!(e.contains("an arm64 Image"), "{e}");
+        s.arch = Arch::X86_64;
         for bad in [&b""[..], b"\x7fEL", b"this is not a kernel image at all"] {
             std::fs::write(d.join("vmlinux"), bad).unwrap();
             let e = check_files(&s).unwrap_err().to_string();
-            assert!(e.contains("neither an ELF image"), "{e}");
+            assert!(e.contains("neither an ELF"), "{e}");
             assert!(e.contains(&d.join("vmlinux").display().to_string()), "{e}");
         }
     }
@@ -356,7 +389,7 @@ mod tests {
         let d = dir.path();
         let mut s = spec(d);
         assert_eq!(file_what(check_files(&s)), ("kernel", d.join("vmlinux")));
-        std::fs::write(d.join("vmlinux"), b"\x7fELF").unwrap();
+        std::fs::write(d.join("vmlinux"), x86_elf()).unwrap();
         assert_eq!(file_what(check_files(&s)), ("initrd", d.join("initrd")));
         std::fs::create_dir(d.join("initrd")).unwrap();
         let e = check_files(&s).unwrap_err();
@@ -390,7 +423,7 @@ mod tests {
         let d = dir.path();
         let mut s = spec(d);
         s.initrd = None;
-        std::fs::write(d.join("vmlinux"), b"\x7fELF").unwrap();
+        std::fs::write(d.join("vmlinux"), x86_elf()).unwrap();
         s.memory = MemoryBacking::File {
             path: d.join("mem"),
             shared: false,
@@ -426,7 +459,7 @@ mod tests {
         let d = dir.path();
         let mut s = spec(d);
         s.initrd = None;
-        std::fs::write(d.join("vmlinux"), b"\x7fELF").unwrap();
+        std::fs::write(d.join("vmlinux"), x86_elf()).unwrap();
         let img = d.join("ro.img");
         std::fs::write(&img, b"r").unwrap();
         std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o444)).unwrap();

@@ -1,4 +1,5 @@
-//! Finding `qemu-system-x86_64` and checking that it is new enough.
+//! Finding `qemu-system-x86_64` (or `qemu-system-aarch64`) and checking that it is new
+//! enough.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -7,16 +8,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ec1_engine::EngineError;
+use ec1_engine::{Arch, EngineError};
 
-/// The QEMU program the engine runs unless told otherwise (looked up in `PATH`).
+/// The QEMU program the engine runs for x86_64 guests unless told otherwise (looked up
+/// in `PATH`).
 pub const QEMU_PROGRAM: &str = "qemu-system-x86_64";
+/// The QEMU program for aarch64 guests.
+pub const QEMU_PROGRAM_AARCH64: &str = "qemu-system-aarch64";
 
-/// The environment variable that overrides the QEMU binary's path.
+/// The environment variable that overrides the x86_64 QEMU binary's path.
 pub const BINARY_ENV: &str = "EC1_QEMU";
+/// The environment variable that overrides the aarch64 QEMU binary's path.
+pub const BINARY_ENV_AARCH64: &str = "EC1_QEMU_AARCH64";
 
 /// How a user gets a suitable QEMU on Debian 12 (the backports carry QEMU 10).
 pub const INSTALL_COMMAND: &str = "apt-get install -t bookworm-backports qemu-system-x86";
+/// The same for the aarch64 emulator.
+pub const INSTALL_COMMAND_AARCH64: &str = "apt-get install -t bookworm-backports qemu-system-arm";
+
+/// How to install the QEMU `binary` names (by its file name).
+pub fn install_command_for(binary: &Path) -> &'static str {
+    let name = binary.file_name().unwrap_or_default().to_string_lossy();
+    if name.contains("aarch64") || name.contains("arm") {
+        INSTALL_COMMAND_AARCH64
+    } else {
+        INSTALL_COMMAND
+    }
+}
 
 /// The oldest QEMU major version the engine drives: it relies on `microvm` options,
 /// `blockdev-reopen` and the QMP schema of QEMU 10.
@@ -59,19 +77,27 @@ pub(crate) fn parse_version(output: &str) -> Option<QemuVersion> {
     })
 }
 
-/// The QEMU binary to run: `explicit` if given, else `$EC1_QEMU`, else
-/// `qemu-system-x86_64` from `PATH`.
-pub fn resolve_binary(explicit: Option<&Path>) -> PathBuf {
-    resolve_binary_from(explicit, std::env::var_os(BINARY_ENV))
+/// The QEMU binary to run `arch` guests: `explicit` if given, else `$EC1_QEMU`
+/// (`$EC1_QEMU_AARCH64`), else `qemu-system-x86_64` (`qemu-system-aarch64`) from
+/// `PATH`.
+pub fn resolve_binary(explicit: Option<&Path>, arch: Arch) -> PathBuf {
+    let env = match arch {
+        Arch::X86_64 => BINARY_ENV,
+        Arch::Aarch64 => BINARY_ENV_AARCH64,
+    };
+    resolve_binary_from(explicit, std::env::var_os(env), arch)
 }
 
-fn resolve_binary_from(explicit: Option<&Path>, env: Option<OsString>) -> PathBuf {
+fn resolve_binary_from(explicit: Option<&Path>, env: Option<OsString>, arch: Arch) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
     }
     match env {
         Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from(QEMU_PROGRAM),
+        _ => PathBuf::from(match arch {
+            Arch::X86_64 => QEMU_PROGRAM,
+            Arch::Aarch64 => QEMU_PROGRAM_AARCH64,
+        }),
     }
 }
 
@@ -91,7 +117,7 @@ pub fn check_qemu(binary: &Path) -> Result<QemuVersion, EngineError> {
             if source.kind() == std::io::ErrorKind::NotFound {
                 EngineError::NotInstalled {
                     program: program.clone(),
-                    install: INSTALL_COMMAND.into(),
+                    install: install_command_for(binary).into(),
                 }
             } else {
                 EngineError::Spawn {
@@ -148,7 +174,7 @@ fn check_version_output(program: &str, out: &str) -> Result<QemuVersion, EngineE
         program: program.to_string(),
         found,
         needed: format!("QEMU {MIN_MAJOR}.0 or newer"),
-        install: INSTALL_COMMAND.into(),
+        install: install_command_for(Path::new(program)).into(),
     };
     let first_line = out.lines().next().unwrap_or("").trim().to_string();
     let version = parse_version(out).ok_or_else(|| {
@@ -243,19 +269,35 @@ mod tests {
     #[test]
     fn binary_resolution_prefers_explicit_then_env() {
         let p = Path::new("/opt/q");
+        let x = Arch::X86_64;
         assert_eq!(
-            resolve_binary_from(Some(p), Some("/env/q".into())),
+            resolve_binary_from(Some(p), Some("/env/q".into()), x),
             PathBuf::from("/opt/q")
         );
         assert_eq!(
-            resolve_binary_from(None, Some("/env/q".into())),
+            resolve_binary_from(None, Some("/env/q".into()), x),
             PathBuf::from("/env/q")
         );
         assert_eq!(
-            resolve_binary_from(None, Some("".into())),
+            resolve_binary_from(None, Some("".into()), x),
             PathBuf::from(QEMU_PROGRAM)
         );
-        assert_eq!(resolve_binary_from(None, None), PathBuf::from(QEMU_PROGRAM));
+        assert_eq!(
+            resolve_binary_from(None, None, x),
+            PathBuf::from(QEMU_PROGRAM)
+        );
+        assert_eq!(
+            resolve_binary_from(None, None, Arch::Aarch64),
+            PathBuf::from(QEMU_PROGRAM_AARCH64)
+        );
+        assert_eq!(
+            install_command_for(Path::new("/usr/bin/qemu-system-aarch64")),
+            INSTALL_COMMAND_AARCH64
+        );
+        assert_eq!(
+            install_command_for(Path::new("qemu-system-x86_64")),
+            INSTALL_COMMAND
+        );
     }
 
     #[test]
@@ -313,7 +355,7 @@ mod tests {
     #[test]
     fn installed_qemu_is_accepted() {
         // The machine this project runs on has QEMU 10 (see the crate docs).
-        let v = check_qemu(&resolve_binary(None)).unwrap();
+        let v = check_qemu(&resolve_binary(None, Arch::X86_64)).unwrap();
         assert!(v.major >= MIN_MAJOR);
     }
 }

@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use ec1_engine::{
-    Accel, CacheType, DriveSpec, DriveUpdate, Engine, EngineError, EngineEvent, EventSink,
-    ExitReason, MemoryBacking, RateLimit, SerialOut, TokenBucket, VmSpec,
+    CacheType, DriveSpec, DriveUpdate, Engine, EngineError, EngineEvent, EventSink, ExitReason,
+    MemoryBacking, RateLimit, SerialOut, TokenBucket, VmSpec,
 };
-use ec1_engine_qemu::{qapi, QemuEngine, QemuOptions};
+use ec1_engine_qemu::{qapi, Accel, QemuEngine, QemuOptions};
 
 const MARKER: &str = "EC1TEST marker";
 const CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
@@ -79,6 +79,7 @@ impl Events {
 fn spec(dir: &Path, action: &str) -> VmSpec {
     VmSpec {
         id: "test".into(),
+        arch: ec1_engine::Arch::X86_64,
         kernel: ec1_testkit::kernel(),
         initrd: Some(ec1_testkit::test_initramfs()),
         cmdline: format!("{CMDLINE} ec1test.action={action}"),

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ec1_engine::{
-    Accel, Engine, EngineError, MemoryBacking, SerialOut, SnapshotSource, SnapshotTarget, VmSpec,
+    Engine, EngineError, MemoryBacking, SerialOut, SnapshotSource, SnapshotTarget, VmSpec,
 };
 use ec1_engine_qemu::snapshot::{describe_snapshot, SnapshotFile};
-use ec1_engine_qemu::{QemuEngine, QemuOptions};
+use ec1_engine_qemu::{Accel, QemuEngine, QemuOptions};
 
 const GUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -26,6 +26,7 @@ fn engine() -> QemuEngine {
 fn spec(run_dir: &Path) -> VmSpec {
     VmSpec {
         id: "snap".into(),
+        arch: ec1_engine::Arch::X86_64,
         kernel: ec1_testkit::kernel(),
         initrd: Some(ec1_testkit::test_initramfs()),
         cmdline: "console=ttyS0 reboot=k panic=-1 quiet ec1test.action=hang".into(),
@@ -47,6 +48,7 @@ fn spec(run_dir: &Path) -> VmSpec {
 /// The host side of a restore: what the API layer hands the engine.
 fn host_spec(run_dir: &Path) -> VmSpec {
     VmSpec {
+        arch: ec1_engine::Arch::X86_64,
         kernel: PathBuf::new(),
         initrd: None,
         cmdline: String::new(),

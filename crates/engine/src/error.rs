@@ -16,9 +16,9 @@ pub enum EngineError {
         install: String,
     },
 
-    /// The requested acceleration is not usable on this host.
+    /// The requested engine or acceleration is not usable on this host.
     #[error("{0}")]
-    AccelUnavailable(String),
+    Unavailable(String),
 
     /// The machine description cannot be run by this engine.
     #[error("invalid machine configuration: {0}")]

@@ -5,26 +5,41 @@
 //! it knows whether QEMU, Apple's Virtualization.framework or a native rust-vmm VMM
 //! runs the guest. The trait is deliberately small: one method per lifecycle step.
 
-mod accel;
+mod arch;
 mod devices;
 mod error;
 mod event;
 mod identity;
 mod metadata;
+pub mod registry;
 mod spec;
 
-pub use accel::{detect_accel, probe_at, Accel, AccelChoice, HostProbe};
+pub use arch::Arch;
 pub use devices::{BalloonSpec, BalloonStats, Devices, EntropySpec, NetSpec, NetUpdate, VsockSpec};
 pub use error::EngineError;
 pub use event::{EngineEvent, EventSink, ExitReason};
 pub use identity::{file_identity, remembered, remembered_path};
 pub use metadata::{MetadataRequest, MetadataResponse, MetadataService, MetadataSpec};
+pub use registry::{EngineChoice, EngineProvider, EngineRequest};
 pub use spec::{
     CacheType, DriveSpec, DriveUpdate, MemoryBacking, NetOverride, RateLimit, SerialOut,
     SnapshotSource, SnapshotTarget, TokenBucket, VmSpec,
 };
 
 use std::time::Duration;
+
+/// What a boot template made with an engine depends on besides the guest's own
+/// inputs: a template is rebuilt when any of it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CacheIdentity {
+    /// The engine's name and settings (`qemu-tcg`).
+    pub engine: String,
+    /// Host files the engine runs (its binary, firmware): a template is keyed by
+    /// their identity, so an upgrade makes new templates.
+    pub files: Vec<std::path::PathBuf>,
+    /// The version of the engine's snapshot format.
+    pub snapshot_format: String,
+}
 
 /// What an engine can do beyond boot/pause/resume/stop. The API layer uses it to answer
 /// a clear 400 instead of pretending that a feature exists.
@@ -48,6 +63,14 @@ pub trait Engine: Send + Sync {
 
     /// What this engine supports.
     fn capabilities(&self) -> Capabilities;
+
+    /// What templates made with this engine depend on (see [`CacheIdentity`]).
+    fn cache_identity(&self) -> CacheIdentity {
+        CacheIdentity {
+            engine: self.name().to_string(),
+            ..CacheIdentity::default()
+        }
+    }
 
     /// Creates the machine described by `spec` and starts its vCPUs. Returns once the
     /// guest runs. `events` receives [`EngineEvent`]s from then on (boot signal, exit).
@@ -203,6 +226,7 @@ mod tests {
         let e = Minimal;
         let spec = VmSpec {
             id: "t".into(),
+            arch: crate::Arch::X86_64,
             kernel: PathBuf::from("/k"),
             initrd: None,
             cmdline: String::new(),
@@ -248,5 +272,8 @@ mod tests {
             tx_rate_limit: None,
         };
         assert_unsupported(e.update_net(&net), "");
+        let id = e.cache_identity();
+        assert_eq!(id.engine, "minimal");
+        assert!(id.files.is_empty() && id.snapshot_format.is_empty());
     }
 }

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 pub struct VmSpec {
     /// The instance id (`--id`), used for process names and logs.
     pub id: String,
-    /// Uncompressed ELF `vmlinux` (PVH) or bzImage.
+    /// The guest's architecture; [`crate::Arch::of_kernel`] reads it from the kernel.
+    pub arch: crate::Arch,
+    /// The kernel image: an ELF `vmlinux` or `bzImage` on x86_64, an `Image` on
+    /// aarch64.
     pub kernel: PathBuf,
     /// One initrd; the layer above concatenates archives (e.g. the injected agent).
     pub initrd: Option<PathBuf>,

@@ -21,6 +21,7 @@ mod newc;
 pub use layout::{build_archive, Layout, BUSYBOX_PATH};
 pub use newc::{parse, Entry, NewcWriter};
 
+use ec1_engine::Arch;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,16 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Where busybox comes from unless `EC1_BUSYBOX` says otherwise.
 pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
 
+/// Where the busybox of a guest architecture other than the host's lives, under
+/// ec1's cache: `ec1 kernel build --arch <arch>` puts Debian's `busybox-static` for
+/// that architecture there (`EC1_BUSYBOX_<ARCH>` overrides it).
+pub fn foreign_busybox_path(cache_root: &Path, arch: Arch) -> PathBuf {
+    cache_root
+        .join("busybox")
+        .join(arch.as_str())
+        .join("busybox")
+}
+
 /// Why an initramfs could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
@@ -39,6 +50,13 @@ pub enum InitramfsError {
          install it with `apt-get install busybox-static`"
     )]
     BusyboxMissing(PathBuf),
+    #[error(
+        "the {arch} busybox was not found at {path} (an {arch} guest's shell and tools come from it): \
+         `ec1 kernel build --arch {arch}` fetches Debian's busybox-static for {arch}"
+    )]
+    ForeignBusyboxMissing { arch: Arch, path: PathBuf },
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentMissing),
     #[error(
         "{0} is not a static busybox (it would not run in the guest): \
          install Debian's static one with `apt-get install busybox-static`"
@@ -67,42 +85,75 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Ini
 pub struct Options {
     /// Directory the archives are cached in (`<cache>/initramfs`).
     pub cache_dir: PathBuf,
-    /// The static busybox to include.
+    /// The guest's architecture: which agent and busybox go in.
+    pub arch: Arch,
+    /// The static busybox to include, built for [`Options::arch`].
     pub busybox: PathBuf,
 }
 
+/// The host's own busybox: `$EC1_BUSYBOX` or `/bin/busybox`.
+fn host_busybox() -> PathBuf {
+    std::env::var_os("EC1_BUSYBOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_BUSYBOX))
+}
+
 impl Options {
-    /// The defaults: ec1's cache directory and `$EC1_BUSYBOX` or `/bin/busybox`.
+    /// The defaults for guests of the host's architecture: ec1's cache directory and
+    /// `$EC1_BUSYBOX` or `/bin/busybox`.
     pub fn from_env() -> Result<Options, InitramfsError> {
+        Options::for_arch(Arch::host())
+    }
+
+    /// The defaults for guests of `arch`; another architecture's busybox is
+    /// `$EC1_BUSYBOX_<ARCH>` or [`foreign_busybox_path`].
+    pub fn for_arch(arch: Arch) -> Result<Options, InitramfsError> {
         let root = crate::kernel::cache_root().ok_or(InitramfsError::NoCacheDir)?;
+        let busybox = if arch == Arch::host() {
+            host_busybox()
+        } else {
+            std::env::var_os(format!("EC1_BUSYBOX_{}", arch.as_str().to_uppercase()))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| foreign_busybox_path(&root, arch))
+        };
         Ok(Options {
             cache_dir: root.join("initramfs"),
-            busybox: std::env::var_os("EC1_BUSYBOX")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_BUSYBOX)),
+            arch,
+            busybox,
         })
     }
 }
 
-/// Reads busybox, checking that it can run in the guest (static, x86-64).
-fn load_busybox(path: &Path) -> Result<Vec<u8>, InitramfsError> {
+/// The error for a busybox that is not at `path`.
+fn busybox_missing(path: &Path, arch: Arch) -> InitramfsError {
+    if arch == Arch::host() {
+        InitramfsError::BusyboxMissing(path.to_path_buf())
+    } else {
+        InitramfsError::ForeignBusyboxMissing {
+            arch,
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+/// Reads busybox, checking that it can run in the guest (static, for `arch`).
+fn load_busybox(path: &Path, arch: Arch) -> Result<Vec<u8>, InitramfsError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(InitramfsError::BusyboxMissing(path.to_path_buf()))
+            return Err(busybox_missing(path, arch))
         }
         Err(e) => return Err(io_err("reading", path)(e)),
     };
-    if crate::agent::check_static_x86_64(&bytes).is_err() {
+    if crate::agent::check_static(&bytes, crate::agent::elf_machine(arch)).is_err() {
         return Err(InitramfsError::BusyboxNotStatic(path.to_path_buf()));
     }
     Ok(bytes)
 }
 
-/// A file's identity without reading it: path, device, inode, size and mtime.
-fn file_identity(path: &Path) -> Result<String, InitramfsError> {
-    ec1_engine::file_identity(path)
-        .ok_or_else(|| InitramfsError::BusyboxMissing(path.to_path_buf()))
+/// busybox's identity without reading it: path, device, inode, size and mtime.
+fn file_identity(path: &Path, arch: Arch) -> Result<String, InitramfsError> {
+    ec1_engine::file_identity(path).ok_or_else(|| busybox_missing(path, arch))
 }
 
 /// busybox's applets as paths (`busybox --list-full`: `bin/sh`, `usr/bin/awk`, ...).
@@ -173,22 +224,34 @@ fn write_atomically(
 
 /// The archive for `layout`, built if not cached yet.
 fn cached_archive(opts: &Options, layout: Layout) -> Result<PathBuf, InitramfsError> {
-    let agent = crate::agent::agent_binary();
+    let (agent, agent_sha256) = crate::agent::agent_for(opts.arch)?;
     // Keyed by the agent's build-time digest and busybox's file identity, so a cache hit
     // reads nothing but one stat (this runs on every boot).
     let k = key(&[
         &FORMAT_VERSION.to_le_bytes(),
         layout.name().as_bytes(),
-        crate::agent::AGENT_SHA256.as_bytes(),
-        file_identity(&opts.busybox)?.as_bytes(),
+        agent_sha256.as_bytes(),
+        file_identity(&opts.busybox, opts.arch)?.as_bytes(),
     ]);
-    let prefix = format!("agent-{}-", layout.name());
+    let prefix = match opts.arch {
+        // (x86_64 archives were named before arm64 existed.)
+        Arch::X86_64 => format!("agent-{}-", layout.name()),
+        arch => format!("agent-{arch}-{}-", layout.name()),
+    };
     let path = opts.cache_dir.join(format!("{prefix}{k}.cpio"));
     if path.is_file() {
         return Ok(path);
     }
-    let busybox = load_busybox(&opts.busybox)?;
-    let applets = busybox_applets(&opts.busybox)?;
+    let busybox = load_busybox(&opts.busybox, opts.arch)?;
+    // Another architecture's busybox cannot run here to list its applets: Debian
+    // builds busybox-static with one configuration for every architecture, so the
+    // host's own lists the same ones.
+    let lister = if opts.arch == Arch::host() {
+        opts.busybox.clone()
+    } else {
+        host_busybox()
+    };
+    let applets = busybox_applets(&lister)?;
     let archive = build_archive(agent, &busybox, &applets, layout);
     write_atomically(&path, |f| f.write_all(&archive))?;
     prune(&opts.cache_dir, &prefix, &path);
@@ -261,8 +324,45 @@ mod tests {
     fn opts(dir: &Path) -> Options {
         Options {
             cache_dir: dir.join("cache"),
+            arch: Arch::X86_64,
             busybox: PathBuf::from(DEFAULT_BUSYBOX),
         }
+    }
+
+    #[test]
+    fn an_aarch64_archive_carries_the_aarch64_agent_and_busybox() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = opts(d.path());
+        o.arch = Arch::Aarch64;
+        o.busybox = d.path().join("missing-busybox");
+        let e = agent_initramfs(&o).unwrap_err();
+        assert!(
+            e.to_string().contains("ec1 kernel build --arch aarch64"),
+            "{e}"
+        );
+        // The host's x86 busybox cannot be an arm64 guest's.
+        o.busybox = PathBuf::from(DEFAULT_BUSYBOX);
+        let e = agent_initramfs(&o).unwrap_err();
+        assert!(matches!(e, InitramfsError::BusyboxNotStatic(_)), "{e}");
+        // The real one, as `ec1 kernel build --arch aarch64` fetched it.
+        o.busybox = Options::for_arch(Arch::Aarch64).unwrap().busybox;
+        let p = agent_initramfs(&o).unwrap();
+        assert!(p
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("agent-aarch64-"));
+        let entries = parse(&std::fs::read(&p).unwrap()).unwrap();
+        let init = entries.iter().find(|e| e.0 == "init").unwrap();
+        assert_eq!(init.3, crate::agent::agent_for(Arch::Aarch64).unwrap().0);
+        let bb = entries.iter().find(|e| e.0 == BUSYBOX_PATH[1..]).unwrap();
+        crate::agent::check_static(&bb.3, crate::agent::EM_AARCH64).unwrap();
+        assert!(entries.iter().any(|e| e.0 == "bin/sh"));
+        // Beside the x86 archive in the same cache, not replacing it.
+        o.arch = Arch::X86_64;
+        o.busybox = PathBuf::from(DEFAULT_BUSYBOX);
+        let x86 = agent_initramfs(&o).unwrap();
+        assert!(p.is_file() && x86.is_file() && p != x86);
     }
 
     #[test]
@@ -348,6 +448,7 @@ mod tests {
         assert!(matches!(e, InitramfsError::BusyboxApplets { .. }), "{e}");
         let o = Options {
             cache_dir: PathBuf::from("/proc/ec1-cannot-write-here"),
+            arch: Arch::X86_64,
             busybox: PathBuf::from(DEFAULT_BUSYBOX),
         };
         let e = agent_initramfs(&o).unwrap_err();

@@ -22,6 +22,7 @@
 //!   that (re)starts talking first writes [`PREAMBLE_LEN`] zero bytes, which end any
 //!   partial frame left in the stream by an earlier peer.
 
+pub mod channel;
 mod crc;
 mod error;
 pub mod flow;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ec1_engine::{Engine, EngineError, MemoryBacking, SerialOut, SnapshotSource, VmSpec};
-use ec1_engine_qemu::QemuEngine;
 
 use crate::sandbox::{connect_agent, new_run_dir, tail};
 use crate::template::{self, TemplateCache, MEM_FILE, STATE_FILE};
@@ -18,9 +17,9 @@ use crate::{
 pub(crate) fn key_of(
     opts: &SandboxOptions,
     cache: &TemplateCache,
-) -> Result<(String, template::TemplateInputs, Arc<QemuEngine>), SandboxError> {
-    let engine = make_engine_cached(opts.engine, cache.root())?;
-    let facts = template::facts(opts, &engine, cache.root())?;
+) -> Result<(String, template::TemplateInputs, Arc<dyn Engine>), SandboxError> {
+    let engine = make_engine_cached(&opts.engine, opts.guest_arch()?, cache.root())?;
+    let facts = template::facts(opts, engine.as_ref(), cache.root())?;
     let inputs = template::gather(opts, &facts)?;
     Ok((inputs.key(), inputs, engine))
 }
@@ -33,7 +32,7 @@ pub(crate) fn find_or_build(
 ) -> Result<String, SandboxError> {
     let (key, inputs, _) = key_of(opts, cache)?;
     cache.ensure(&key, |dir| {
-        let builder = make_engine_cached(opts.engine, cache.root())?;
+        let builder = make_engine_cached(&opts.engine, opts.guest_arch()?, cache.root())?;
         template::build(dir, opts, &inputs, builder)
     })?;
     Ok(key)
@@ -75,11 +74,10 @@ impl Sandbox {
             return Ok(sb);
         }
         let build = cache.ensure(&key, |dir| {
-            let builder = make_engine_cached(opts.engine, cache.root())?;
+            let builder = make_engine_cached(&opts.engine, opts.guest_arch()?, cache.root())?;
             template::build(dir, opts, &inputs, builder)
         })?;
         let lookup = t0.elapsed();
-        let engine: Arc<dyn Engine> = engine;
         match restore(opts, cache, &key, engine, t0, lookup, build) {
             Ok(sb) => Ok(sb),
             // The template itself was refused (its files, or QEMU loading its state):
@@ -104,6 +102,8 @@ impl Sandbox {
 fn host_spec(opts: &SandboxOptions, run_dir: &Path) -> VmSpec {
     VmSpec {
         id: "ec1-sandbox".into(),
+        // (The snapshot's machine decides; this is what the options ask for.)
+        arch: opts.arch.unwrap_or(ec1_engine::Arch::host()),
         kernel: Default::default(),
         initrd: None,
         cmdline: String::new(),

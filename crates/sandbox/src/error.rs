@@ -9,6 +9,8 @@ pub enum SandboxError {
     Initramfs(#[from] ec1_guest::initramfs::InitramfsError),
     #[error("engine: {0}")]
     Engine(#[from] EngineError),
+    #[error("guest architecture: {0}")]
+    Arch(String),
     #[error("the guest agent did not answer: {error}{}", console_suffix(.console))]
     Agent {
         error: ec1_client::Error,

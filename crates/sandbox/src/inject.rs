@@ -69,8 +69,8 @@ impl InjectAgent {
 
     /// `spec` with the agent archive appended to its initrd and the channel added.
     pub fn inject(&self, spec: &VmSpec) -> Result<VmSpec, EngineError> {
-        let opts =
-            initramfs::Options::from_env().map_err(|e| EngineError::InvalidSpec(e.to_string()))?;
+        let opts = initramfs::Options::for_arch(spec.arch)
+            .map_err(|e| EngineError::InvalidSpec(e.to_string()))?;
         let initrd = initramfs::combined_initrd(spec.initrd.as_deref(), &opts)
             .map_err(|e| EngineError::InvalidSpec(format!("injecting ec1's agent: {e}")))?;
         // A stale socket from an earlier run would make the engine fail to listen.
@@ -234,6 +234,7 @@ mod tests {
         assert!(e.capabilities().snapshots);
         let spec = VmSpec {
             id: "t".into(),
+            arch: ec1_engine::Arch::X86_64,
             kernel: "/k".into(),
             initrd: None,
             cmdline: "console=ttyS0".into(),

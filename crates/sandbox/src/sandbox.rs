@@ -1,7 +1,7 @@
 use crate::{make_engine, BootPath, BootTimings, RestoreTimings, SandboxError};
 use ec1_client::{Client, ConnectOptions, Refresh};
 use ec1_engine::{
-    AccelChoice, CacheType, DriveSpec, Engine, EngineEvent, MemoryBacking, SerialOut, VmSpec,
+    Arch, CacheType, DriveSpec, Engine, EngineChoice, EngineEvent, MemoryBacking, SerialOut, VmSpec,
 };
 use ec1_guest::initramfs;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,20 @@ pub const QUIESCE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BOOT_ARGS: &str =
     "console=ttyS0 reboot=k panic=-1 quiet loglevel=0 no_timer_check \
      i8042.noaux i8042.nomux i8042.dumbkbd lapic_khz=1000000 noreplace-smp";
+
+/// [`DEFAULT_BOOT_ARGS`] for arm64 guests: no keyboard controller, no local APIC
+/// (the architected timer needs no calibration), and `lock` prefixes are x86's.
+/// `console=ttyS0` is Firecracker's console; the engine points it at its machine's
+/// UART.
+pub const DEFAULT_BOOT_ARGS_AARCH64: &str = "console=ttyS0 panic=-1 quiet loglevel=0";
+
+/// The default kernel command line of `arch` guests.
+pub fn default_boot_args(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => DEFAULT_BOOT_ARGS,
+        Arch::Aarch64 => DEFAULT_BOOT_ARGS_AARCH64,
+    }
+}
 
 /// Where the agent runs the commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,7 +66,10 @@ pub struct SandboxOptions {
     pub mode: RootMode,
     pub vcpus: u8,
     pub mem_mib: u32,
-    pub engine: AccelChoice,
+    /// The guest's architecture; `None` follows the kernel (its image header), or the
+    /// host's for the default kernel.
+    pub arch: Option<Arch>,
+    pub engine: EngineChoice,
     /// Appended to [`DEFAULT_BOOT_ARGS`].
     pub extra_boot_args: Vec<String>,
     /// How long the guest may take to boot to its agent.
@@ -72,10 +89,35 @@ impl Default for SandboxOptions {
             mode: RootMode::Initramfs,
             vcpus: 1,
             mem_mib: 256,
-            engine: AccelChoice::Auto,
+            arch: None,
+            engine: EngineChoice::auto(),
             extra_boot_args: Vec::new(),
             ready_timeout: Duration::from_secs(60),
             hostname: None,
+        }
+    }
+}
+
+impl SandboxOptions {
+    /// The guest's architecture: [`SandboxOptions::arch`], else the kernel's, else
+    /// the host's. A kernel of another architecture than the one asked for is an
+    /// error, not a guest that never boots.
+    pub fn guest_arch(&self) -> Result<Arch, SandboxError> {
+        // A kernel that is not there is reported by the engine, naming the file.
+        let of_kernel = self
+            .kernel
+            .as_deref()
+            .filter(|k| k.exists())
+            .map(Arch::of_kernel)
+            .transpose()
+            .map_err(SandboxError::Arch)?;
+        match (self.arch, of_kernel) {
+            (Some(asked), Some(found)) if asked != found => Err(SandboxError::Arch(format!(
+                "--arch {asked} was asked for, but the kernel {} is built for {found}",
+                self.kernel.as_deref().unwrap_or(Path::new("")).display()
+            ))),
+            (Some(a), _) | (None, Some(a)) => Ok(a),
+            (None, None) => Ok(Arch::host()),
         }
     }
 }
@@ -101,7 +143,7 @@ impl Sandbox {
     /// way) and waits for its agent.
     pub fn boot(opts: &SandboxOptions) -> Result<Sandbox, SandboxError> {
         let t0 = Instant::now();
-        let engine = make_engine(opts.engine)?;
+        let engine = make_engine(&opts.engine, opts.guest_arch()?)?;
         let mut sb = Sandbox::cold_boot(opts, engine, MemoryBacking::Anonymous, t0)?;
         if let Some(h) = &opts.hostname {
             sb.set_hostname(h)?;
@@ -117,12 +159,15 @@ impl Sandbox {
         memory: MemoryBacking,
         t0: Instant,
     ) -> Result<Sandbox, SandboxError> {
+        let arch = opts.guest_arch()?;
         let kernel = match &opts.kernel {
             Some(k) => k.clone(),
-            None => ec1_guest::kernel::path()?,
+            None => ec1_guest::kernel::path(arch)?,
         };
-        let initrd =
-            initramfs::combined_initrd(opts.initrd.as_deref(), &initramfs::Options::from_env()?)?;
+        let initrd = initramfs::combined_initrd(
+            opts.initrd.as_deref(),
+            &initramfs::Options::for_arch(arch)?,
+        )?;
         let run_dir = new_run_dir()?;
         let mut spec = spec_for(opts, kernel, initrd, run_dir.path())?;
         spec.memory = memory;
@@ -355,7 +400,8 @@ pub fn spec_for(
     initrd: PathBuf,
     run_dir: &Path,
 ) -> Result<VmSpec, SandboxError> {
-    let mut cmdline = String::from(DEFAULT_BOOT_ARGS);
+    let arch = opts.guest_arch()?;
+    let mut cmdline = String::from(default_boot_args(arch));
     let mut drives = Vec::new();
     match (opts.mode, &opts.rootfs) {
         (RootMode::Initramfs, _) => {}
@@ -385,6 +431,7 @@ pub fn spec_for(
     }
     Ok(VmSpec {
         id: "ec1-sandbox".into(),
+        arch,
         kernel,
         initrd: Some(initrd),
         cmdline,
@@ -461,6 +508,40 @@ mod tests {
         };
         let e = spec(&o).unwrap_err().to_string();
         assert!(e.contains("--rootfs"), "{e}");
+    }
+
+    #[test]
+    fn the_architecture_follows_the_kernel_unless_asked() {
+        let d = tempfile::tempdir().unwrap();
+        let image = d.path().join("Image");
+        let mut header = vec![0u8; 64];
+        header[56..60].copy_from_slice(b"ARM\x64");
+        std::fs::write(&image, &header).unwrap();
+        let mut o = SandboxOptions {
+            kernel: Some(image.clone()),
+            ..Default::default()
+        };
+        assert_eq!(o.guest_arch().unwrap(), Arch::Aarch64);
+        let s = spec_for(&o, image.clone(), "/i".into(), Path::new("/r")).unwrap();
+        assert_eq!(s.arch, Arch::Aarch64);
+        assert_eq!(s.cmdline, DEFAULT_BOOT_ARGS_AARCH64);
+        o.arch = Some(Arch::X86_64);
+        let e = o.guest_arch().unwrap_err().to_string();
+        assert!(e.contains("--arch x86_64") && e.contains("aarch64"), "{e}");
+        o.arch = Some(Arch::Aarch64);
+        assert_eq!(o.guest_arch().unwrap(), Arch::Aarch64);
+        // Not a kernel: said so; not there: the engine names the missing file.
+        std::fs::write(&image, b"#!/bin/sh\n").unwrap();
+        o.arch = None;
+        assert!(matches!(o.guest_arch(), Err(SandboxError::Arch(_))));
+        o.kernel = Some(d.path().join("missing"));
+        assert_eq!(o.guest_arch().unwrap(), Arch::host());
+        // The default kernel: the architecture asked for, else the host's.
+        o.kernel = None;
+        assert_eq!(o.guest_arch().unwrap(), Arch::host());
+        o.arch = Some(Arch::Aarch64);
+        assert_eq!(o.guest_arch().unwrap(), Arch::Aarch64);
+        assert_eq!(default_boot_args(Arch::X86_64), DEFAULT_BOOT_ARGS);
     }
 
     #[test]

@@ -10,10 +10,11 @@ use ec1_sandbox::pool::serve;
 use ec1_sandbox::{BootPath, Sandbox, SandboxOptions, TemplateCache};
 
 fn opts() -> SandboxOptions {
+    ec1_engine_qemu::register();
     SandboxOptions {
         kernel: Some(ec1_testkit::kernel()),
         mem_mib: 128,
-        engine: ec1_engine::AccelChoice::Tcg,
+        engine: ec1_engine::EngineChoice::parse("qemu-tcg"),
         ..SandboxOptions::default()
     }
 }

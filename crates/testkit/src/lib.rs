@@ -18,7 +18,7 @@ pub fn kernel() -> PathBuf {
     if let Some(k) = std::env::var_os("EC1_KERNEL") {
         return PathBuf::from(k);
     }
-    ec1_guest::kernel::path().unwrap_or_else(|e| {
+    ec1_guest::kernel::path(ec1_engine::Arch::X86_64).unwrap_or_else(|e| {
         panic!("no guest kernel for the tests ({e}); run `ec1 kernel build` or set EC1_KERNEL")
     })
 }

@@ -50,7 +50,7 @@ pub struct BootConfig {
 }
 
 /// The port name the host side (ec1's engines) gives the agent channel.
-pub const DEFAULT_PORT: &str = "ec1.agent";
+pub const DEFAULT_PORT: &str = ec1_proto::channel::AGENT_PORT;
 
 /// Parses a kernel command line. Quoting (`key="a b"`) is honoured as the kernel does.
 pub fn parse(cmdline: &str) -> BootConfig {

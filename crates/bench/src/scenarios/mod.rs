@@ -14,6 +14,7 @@ use ec1_sandbox::SandboxOptions;
 pub fn sandbox_options(args: &BenchArgs) -> SandboxOptions {
     SandboxOptions {
         kernel: args.kernel.clone(),
+        arch: args.arch,
         extra_boot_args: args.boot_args.clone(),
         ..SandboxOptions::default()
     }
@@ -36,6 +37,7 @@ mod tests {
             baseline_qemu: false,
             compare: None,
             kernel: Some("/k".into()),
+            arch: None,
             boot_args: vec!["lpj=1".into()],
             ec1: None,
             stream_mib: 64,

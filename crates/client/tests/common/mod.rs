@@ -5,8 +5,8 @@
 #![allow(dead_code)] // each test file uses part of this
 
 use ec1_client::{Client, Command, ConnectOptions};
-use ec1_engine::{Accel, Engine, EngineEvent, MemoryBacking, SerialOut, VmSpec};
-use ec1_engine_qemu::{QemuEngine, QemuOptions};
+use ec1_engine::{Engine, EngineEvent, MemoryBacking, SerialOut, VmSpec};
+use ec1_engine_qemu::{Accel, QemuEngine, QemuOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,6 +53,7 @@ impl Guest {
         let socket = dir.join("agent.sock");
         let spec = VmSpec {
             id: format!("client-test-{name}"),
+            arch: ec1_engine::Arch::X86_64,
             kernel: kernel(),
             initrd: Some(initrd),
             cmdline: format!("console=ttyS0 reboot=k panic=-1 quiet {extra_cmdline}"),

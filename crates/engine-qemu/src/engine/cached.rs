@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use ec1_engine::{Accel, EngineError};
+use ec1_engine::EngineError;
+
+use crate::accel::Accel;
 
 use super::{QemuEngine, QemuOptions};
 use crate::version::resolve_binary;
@@ -18,7 +20,7 @@ impl QemuEngine {
         opts: QemuOptions,
         cache_dir: &Path,
     ) -> Result<QemuEngine, EngineError> {
-        let binary = resolve_binary(opts.binary.as_deref());
+        let binary = resolve_binary(opts.binary.as_deref(), opts.arch);
         let version = crate::version_cache::check_qemu_cached(&binary, cache_dir)?;
         Self::with_version(accel, opts, binary, version)
     }

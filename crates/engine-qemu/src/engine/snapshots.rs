@@ -64,6 +64,7 @@ impl QemuEngine {
     fn facts<'a>(&self, version: &'a str) -> EngineFacts<'a> {
         EngineFacts {
             accel: self.accel,
+            arch: self.arch(),
             qemu_version: version,
         }
     }

@@ -342,6 +342,7 @@ mod tests {
             drives: vec![],
             agent_channel: true,
             devices: DeviceSet::default(),
+            arch: "x86_64".into(),
             kernel: "/k".into(),
             initrd: None,
             cmdline: "console=ttyS0".into(),

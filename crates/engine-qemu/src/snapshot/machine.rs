@@ -9,11 +9,16 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::accel::Accel;
 use ec1_engine::{
-    Accel, BalloonSpec, CacheType, Devices, DriveSpec, EngineError, EntropySpec, MemoryBacking,
+    Arch, BalloonSpec, CacheType, Devices, DriveSpec, EngineError, EntropySpec, MemoryBacking,
     MetadataSpec, NetOverride, NetSpec, RateLimit, SerialOut, TokenBucket, VmSpec,
 };
 use serde::{Deserialize, Serialize};
+
+fn x86_64() -> String {
+    Arch::X86_64.as_str().into()
+}
 
 /// The machine of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +30,9 @@ pub struct Machine {
     pub accel: String,
     /// The QEMU version that wrote the device state.
     pub qemu_version: String,
+    /// The guest's architecture (`x86_64` in snapshots from before arm64 guests).
+    #[serde(default = "x86_64")]
+    pub arch: String,
     /// The instance id of the snapshotted guest (informational).
     pub id: String,
     pub vcpus: u8,
@@ -156,6 +164,7 @@ fn utf8(what: &str, p: &Path) -> Result<String, EngineError> {
 #[derive(Debug, Clone, Copy)]
 pub struct EngineFacts<'a> {
     pub accel: Accel,
+    pub arch: Arch,
     pub qemu_version: &'a str,
 }
 
@@ -198,6 +207,7 @@ impl Machine {
             engine: "qemu".into(),
             accel: facts.accel.as_str().into(),
             qemu_version: facts.qemu_version.into(),
+            arch: spec.arch.as_str().into(),
             id: spec.id.clone(),
             vcpus: spec.vcpus,
             smt: spec.smt,
@@ -268,6 +278,12 @@ impl Machine {
                 self.engine
             )));
         }
+        if self.arch != facts.arch.as_str() {
+            return Err(EngineError::InvalidSpec(format!(
+                "the snapshot is of an {} guest and this engine runs {} guests",
+                self.arch, facts.arch
+            )));
+        }
         if self.accel != facts.accel.as_str() {
             return Err(EngineError::InvalidSpec(format!(
                 "the snapshot was made with qemu-{} and this engine runs qemu-{}: the CPU \
@@ -291,6 +307,7 @@ impl Machine {
         });
         VmSpec {
             id: host.id.clone(),
+            arch: Arch::parse(&self.arch).unwrap_or(Arch::X86_64),
             kernel: PathBuf::new(),
             initrd: None,
             cmdline: self.cmdline.clone(),
@@ -447,6 +464,7 @@ mod tests {
         };
         VmSpec {
             id: "vm1".into(),
+            arch: ec1_engine::Arch::X86_64,
             kernel: "/k/vmlinux".into(),
             initrd: Some("/k/initrd".into()),
             cmdline: "console=ttyS0".into(),
@@ -494,6 +512,7 @@ mod tests {
 
     const FACTS: EngineFacts<'static> = EngineFacts {
         accel: Accel::Tcg,
+        arch: Arch::X86_64,
         qemu_version: "10.0.2",
     };
 
@@ -576,10 +595,25 @@ mod tests {
         assert!(m.check_engine(FACTS).is_ok());
         let kvm = EngineFacts {
             accel: Accel::Kvm,
-            qemu_version: "10.0.2",
+            ..FACTS
         };
         let e = m.check_engine(kvm).unwrap_err().to_string();
         assert!(e.contains("--engine qemu-tcg"), "{e}");
+        let arm = EngineFacts {
+            arch: Arch::Aarch64,
+            ..FACTS
+        };
+        let e = m.check_engine(arm).unwrap_err().to_string();
+        assert!(e.contains("x86_64 guest") && e.contains("aarch64"), "{e}");
+        // Snapshots from before arm64 guests carry no architecture: x86_64.
+        let mut json: serde_json::Value = serde_json::to_value(&m).unwrap();
+        json.as_object_mut().unwrap().remove("arch");
+        let old: Machine = serde_json::from_value(json).unwrap();
+        assert_eq!(old.arch, "x86_64");
+        // The restored machine has the recorded architecture.
+        let mut a = m.clone();
+        a.arch = "aarch64".into();
+        assert_eq!(a.restore_spec(&spec(), Path::new("/m")).arch, Arch::Aarch64);
         let mut other = m.clone();
         other.engine = "firecracker".into();
         let e = other.check_engine(FACTS).unwrap_err().to_string();

@@ -1,8 +1,18 @@
 // Shared with build.rs (through `#[path]`), so it uses nothing outside `core`/`std`.
 
+/// ELF `e_machine` of x86-64.
+pub const EM_X86_64: u16 = 62;
+/// ELF `e_machine` of aarch64.
+pub const EM_AARCH64: u16 = 183;
+
 /// Checks that `bytes` is an x86-64 ELF executable with no program interpreter: a
 /// static binary the kernel can run as `/init` with nothing else in the initramfs.
 pub fn check_static_x86_64(bytes: &[u8]) -> Result<(), String> {
+    check_static(bytes, EM_X86_64)
+}
+
+/// As [`check_static_x86_64`], for the machine `machine` (an ELF `e_machine`).
+pub fn check_static(bytes: &[u8], machine: u16) -> Result<(), String> {
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
         return Err("not an ELF file".into());
     }
@@ -16,8 +26,17 @@ pub fn check_static_x86_64(bytes: &[u8]) -> Result<(), String> {
     if e_type != 2 && e_type != 3 {
         return Err(format!("ELF type {e_type} is not an executable"));
     }
-    if u16_at(18) != 62 {
-        return Err(format!("ELF machine {} is not x86-64", u16_at(18)));
+    if u16_at(18) != machine {
+        let name = |m: u16| match m {
+            EM_X86_64 => "x86-64".to_string(),
+            EM_AARCH64 => "aarch64".to_string(),
+            m => format!("machine {m}"),
+        };
+        return Err(format!(
+            "ELF machine {} is not {}",
+            u16_at(18),
+            name(machine)
+        ));
     }
     let phoff = u64_at(32) as usize;
     let phentsize = u16_at(54) as usize;

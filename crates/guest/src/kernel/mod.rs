@@ -1,7 +1,9 @@
-//! The default guest kernel: Linux 6.1 from Debian's `linux-source-6.1` with ec1's
-//! patches (`kernel/patches/`), configured as `make tinyconfig` plus ec1's fragment
-//! (`kernel/ec1-guest.config`), built once and cached under [`cache::cache_root`]
-//! keyed by the fragment, the patches and the source version.
+//! The default guest kernels: Linux 6.1 from Debian's `linux-source-6.1` with ec1's
+//! patches (`kernel/patches/`), configured as `make tinyconfig` plus ec1's fragments
+//! (`kernel/ec1-guest.config` and the architecture's `kernel/ec1-guest-<arch>.config`),
+//! built once per architecture (arm64 cross-compiled with Debian's
+//! `gcc-aarch64-linux-gnu`) and cached under [`cache::cache_root`] keyed by the
+//! fragments, the patches, the source version and the architecture.
 
 pub mod cache;
 pub mod fragment;
@@ -13,10 +15,79 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ec1_engine::Arch;
+
 pub use cache::{cache_root, kernel_key, KernelPaths};
 
-/// ec1's kernel config fragment, applied on top of `make tinyconfig`.
+/// ec1's kernel config fragment for every architecture, applied on top of
+/// `make tinyconfig`.
 pub const FRAGMENT: &str = include_str!("../../../../kernel/ec1-guest.config");
+/// The x86_64 fragment, applied after [`FRAGMENT`].
+pub const FRAGMENT_X86_64: &str = include_str!("../../../../kernel/ec1-guest-x86_64.config");
+/// The aarch64 fragment, applied after [`FRAGMENT`].
+pub const FRAGMENT_AARCH64: &str = include_str!("../../../../kernel/ec1-guest-aarch64.config");
+
+/// The whole fragment for `arch`: the common one, then the architecture's.
+pub fn fragment_for(arch: Arch) -> String {
+    let own = match arch {
+        Arch::X86_64 => FRAGMENT_X86_64,
+        Arch::Aarch64 => FRAGMENT_AARCH64,
+    };
+    format!("{FRAGMENT}\n{own}")
+}
+
+/// How `make` is told to build for `arch` on this host, and what it builds.
+struct Toolchain {
+    /// `ARCH=` and `CROSS_COMPILE=` (empty for a native build).
+    make_vars: Vec<String>,
+    /// The make target and the file it leaves, relative to the source tree.
+    target: &'static str,
+    image: &'static str,
+    /// The packages a cross build needs beyond [`BUILD_PACKAGES`].
+    packages: &'static [&'static str],
+}
+
+fn toolchain(arch: Arch) -> Toolchain {
+    let native = arch == Arch::host();
+    match arch {
+        // The uncompressed ELF: QEMU boots it through its PVH note.
+        Arch::X86_64 => Toolchain {
+            make_vars: if native {
+                Vec::new()
+            } else {
+                vec![
+                    "ARCH=x86_64".into(),
+                    "CROSS_COMPILE=x86_64-linux-gnu-".into(),
+                ]
+            },
+            target: "vmlinux",
+            image: "vmlinux",
+            packages: if native {
+                &[]
+            } else {
+                &["gcc-x86-64-linux-gnu"]
+            },
+        },
+        // The `Image` boot format arm64 boot loaders (QEMU's, VZ's) load.
+        Arch::Aarch64 => Toolchain {
+            make_vars: if native {
+                Vec::new()
+            } else {
+                vec![
+                    "ARCH=arm64".into(),
+                    "CROSS_COMPILE=aarch64-linux-gnu-".into(),
+                ]
+            },
+            target: "Image",
+            image: "arch/arm64/boot/Image",
+            packages: if native {
+                &[]
+            } else {
+                &["gcc-aarch64-linux-gnu"]
+            },
+        },
+    }
+}
 /// The Debian package the kernel source comes from.
 pub const SOURCE_PACKAGE: &str = "linux-source-6.1";
 /// Where that package puts its tarball.
@@ -39,9 +110,9 @@ pub enum KernelError {
     #[error("no cache directory: set XDG_CACHE_HOME or HOME")]
     NoCacheDir,
     #[error(
-        "the default kernel is not built yet: run `ec1 kernel build` (about 4 minutes on 2 cores)"
+        "the default {0} kernel is not built yet: run `ec1 kernel build --arch {0}` (about 4 minutes on 2 cores)"
     )]
-    NotBuilt,
+    NotBuilt(Arch),
     #[error("{package} is not installed, so the kernel source version is unknown: run `ec1 kernel build`, which installs it")]
     SourceNotInstalled { package: String },
     #[error("installing {packages} failed: {detail} (run `apt-get install {packages}` as root)")]
@@ -62,13 +133,13 @@ pub enum KernelError {
     },
 }
 
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> KernelError {
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> KernelError {
     let context = context.into();
     move |source| KernelError::Io { context, source }
 }
 
-/// The cached kernel's paths for the installed source version, built or not.
-pub fn expected_paths() -> Result<KernelPaths, KernelError> {
+/// The cached kernel's paths for `arch` and the installed source version, built or not.
+pub fn expected_paths(arch: Arch) -> Result<KernelPaths, KernelError> {
     let cache = cache_root().ok_or(KernelError::NoCacheDir)?;
     let version = host::source_version(&cache, SOURCE_PACKAGE, Path::new(SOURCE_TARBALL))
         .ok_or_else(|| KernelError::SourceNotInstalled {
@@ -76,27 +147,42 @@ pub fn expected_paths() -> Result<KernelPaths, KernelError> {
         })?;
     Ok(KernelPaths::new(
         &cache,
-        &kernel_key(FRAGMENT, &patches::digest(patches::PATCHES), &version),
+        &kernel_key(
+            &fragment_for(arch),
+            &patches::digest(patches::PATCHES),
+            &version,
+            arch,
+        ),
+        arch,
     ))
 }
 
-/// The built default kernel, or [`KernelError::NotBuilt`] saying how to build it.
-pub fn path() -> Result<PathBuf, KernelError> {
-    let paths = expected_paths()?;
-    if paths.vmlinux.is_file() {
-        Ok(paths.vmlinux)
+/// The built default kernel for `arch`, or [`KernelError::NotBuilt`] saying how to
+/// build it.
+pub fn path(arch: Arch) -> Result<PathBuf, KernelError> {
+    let paths = expected_paths(arch)?;
+    if paths.image.is_file() {
+        Ok(paths.image)
     } else {
-        Err(KernelError::NotBuilt)
+        Err(KernelError::NotBuilt(arch))
     }
 }
 
-/// Builds the default kernel if the cache does not have it and returns its path.
-/// `progress` receives human-readable status lines while the build runs.
-pub fn build(progress: &mut dyn FnMut(&str)) -> Result<PathBuf, KernelError> {
-    host::ensure_packages(BUILD_PACKAGES, progress)?;
-    let paths = expected_paths()?;
-    if paths.vmlinux.is_file() {
-        return Ok(paths.vmlinux);
+/// Builds the default kernel for `arch` if the cache does not have it and returns its
+/// path. `progress` receives human-readable status lines while the build runs.
+pub fn build(arch: Arch, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, KernelError> {
+    let tools = toolchain(arch);
+    let mut packages = BUILD_PACKAGES.to_vec();
+    packages.extend_from_slice(tools.packages);
+    host::ensure_packages(&packages, progress)?;
+    if arch != Arch::host() {
+        // The guest's shell and tools come with its kernel.
+        let cache = cache_root().ok_or(KernelError::NoCacheDir)?;
+        crate::busybox::ensure_foreign(&cache, arch, progress)?;
+    }
+    let paths = expected_paths(arch)?;
+    if paths.image.is_file() {
+        return Ok(paths.image);
     }
     let cache = cache_root().ok_or(KernelError::NoCacheDir)?;
     let version = host::package_version(SOURCE_PACKAGE).unwrap_or_default();
@@ -104,16 +190,16 @@ pub fn build(progress: &mut dyn FnMut(&str)) -> Result<PathBuf, KernelError> {
     // Two builds of the same tree at once would corrupt it: serialise them.
     let _lock = crate::lock::FileLock::exclusive(&cache.join("kernel").join(".build.lock"))
         .map_err(io("locking the kernel cache"))?;
-    if paths.vmlinux.is_file() {
-        return Ok(paths.vmlinux); // another process built it while we waited
+    if paths.image.is_file() {
+        return Ok(paths.image); // another process built it while we waited
     }
-    let src = unpack_source(&cache::build_tree(&cache, &version), progress)?;
+    let src = unpack_source(&cache::build_tree(&cache, &version, arch), progress)?;
     patch_source(&src, progress)?;
-    configure(&src, progress)?;
-    compile(&src, progress)?;
-    install(&src, &paths)?;
-    progress(&format!("kernel ready: {}", paths.vmlinux.display()));
-    Ok(paths.vmlinux)
+    configure(&src, &tools, &fragment_for(arch), progress)?;
+    compile(&src, &tools, progress)?;
+    install(&src, &tools, &paths)?;
+    progress(&format!("kernel ready: {}", paths.image.display()));
+    Ok(paths.image)
 }
 
 fn unpack_source(tree: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, KernelError> {
@@ -162,21 +248,27 @@ fn patch_source(src: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), Kernel
     patches::apply(src, PATCHES, from)
 }
 
-fn configure(src: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), KernelError> {
+fn configure(
+    src: &Path,
+    tools: &Toolchain,
+    fragment: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), KernelError> {
     progress("configuring: make tinyconfig + ec1 fragment + olddefconfig");
-    run(make(src).arg("tinyconfig"), "make tinyconfig")?;
+    run(make(src, tools).arg("tinyconfig"), "make tinyconfig")?;
     let frag = src.join("ec1-guest.config");
-    std::fs::write(&frag, FRAGMENT).map_err(io("writing the config fragment"))?;
+    std::fs::write(&frag, fragment).map_err(io("writing the config fragment"))?;
     run(
         Command::new("scripts/kconfig/merge_config.sh")
             .current_dir(src)
+            .envs(tools.make_vars.iter().filter_map(|v| v.split_once('=')))
             .args(["-m", ".config", "ec1-guest.config"]),
         "scripts/kconfig/merge_config.sh -m .config ec1-guest.config",
     )?;
-    run(make(src).arg("olddefconfig"), "make olddefconfig")?;
+    run(make(src, tools).arg("olddefconfig"), "make olddefconfig")?;
     let final_config =
         std::fs::read_to_string(src.join(".config")).map_err(io("reading the final .config"))?;
-    let missing = fragment::missing(&fragment::parse(FRAGMENT), &final_config);
+    let missing = fragment::missing(&fragment::parse(fragment), &final_config);
     if missing.is_empty() {
         Ok(())
     } else {
@@ -184,14 +276,19 @@ fn configure(src: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), KernelErr
     }
 }
 
-fn compile(src: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), KernelError> {
+fn compile(
+    src: &Path,
+    tools: &Toolchain,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), KernelError> {
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     progress(&format!(
-        "compiling vmlinux with {jobs} jobs (about 4 minutes on 2 cores)"
+        "compiling {} with {jobs} jobs (about 4 minutes on 2 cores)",
+        tools.target
     ));
-    let mut child = make(src)
+    let mut child = make(src, tools)
         .arg(format!("-j{jobs}"))
-        .arg("vmlinux")
+        .arg(tools.target)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -236,24 +333,25 @@ fn compile(src: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), KernelError
     }
     tail.append(&mut err_tail);
     Err(KernelError::Command {
-        command: format!("make -j{jobs} vmlinux"),
+        command: format!("make -j{jobs} {}", tools.target),
         status: status.to_string(),
         tail: tail.join("\n"),
     })
 }
 
-fn install(src: &Path, paths: &KernelPaths) -> Result<(), KernelError> {
+fn install(src: &Path, tools: &Toolchain, paths: &KernelPaths) -> Result<(), KernelError> {
     std::fs::create_dir_all(&paths.dir).map_err(io("creating the kernel cache entry"))?;
     // Copy then rename: a reader never sees a half-written kernel.
-    let tmp = paths.dir.join("vmlinux.partial");
-    std::fs::copy(src.join("vmlinux"), &tmp).map_err(io("copying vmlinux into the cache"))?;
+    let tmp = paths.dir.join("image.partial");
+    std::fs::copy(src.join(tools.image), &tmp)
+        .map_err(io(format!("copying {} into the cache", tools.image)))?;
     std::fs::copy(src.join(".config"), &paths.config).map_err(io("copying .config"))?;
-    std::fs::rename(&tmp, &paths.vmlinux).map_err(io("moving vmlinux into place"))
+    std::fs::rename(&tmp, &paths.image).map_err(io("moving the kernel into place"))
 }
 
-fn make(src: &Path) -> Command {
+fn make(src: &Path, tools: &Toolchain) -> Command {
     let mut c = Command::new("make");
-    c.current_dir(src);
+    c.current_dir(src).args(&tools.make_vars);
     c
 }
 
@@ -266,14 +364,15 @@ fn push_tail(tail: &mut Vec<String>, line: String) {
     tail.push(line);
 }
 
-/// Runs a short command, capturing its output for the error message.
-fn run(cmd: &mut Command, shown: &str) -> Result<(), KernelError> {
+/// Runs a short command, capturing its output for the error message; returns its
+/// standard output.
+pub(crate) fn run(cmd: &mut Command, shown: &str) -> Result<String, KernelError> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
         .map_err(io(format!("starting `{shown}`")))?;
     if out.status.success() {
-        return Ok(());
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -319,7 +418,35 @@ mod tests {
     }
 
     #[test]
-    fn fragment_is_embedded() {
+    fn fragments_are_embedded_per_architecture() {
         assert!(FRAGMENT.contains("CONFIG_VIRTIO_CONSOLE=y"));
+        let x86 = fragment_for(Arch::X86_64);
+        let arm = fragment_for(Arch::Aarch64);
+        assert!(x86.contains("CONFIG_VIRTIO_CONSOLE=y") && x86.contains("CONFIG_SERIAL_8250=y"));
+        assert!(
+            arm.contains("CONFIG_VIRTIO_CONSOLE=y") && arm.contains("CONFIG_SERIAL_AMBA_PL011=y")
+        );
+        assert!(!arm.contains("CONFIG_X86") && !arm.contains("CONFIG_SERIAL_8250="));
+        assert!(!x86.contains("PL011"));
+    }
+
+    #[test]
+    fn cross_builds_name_their_compiler() {
+        let arm = toolchain(Arch::Aarch64);
+        assert_eq!(arm.target, "Image");
+        let x86 = toolchain(Arch::X86_64);
+        assert_eq!(x86.image, "vmlinux");
+        let foreign = if Arch::host() == Arch::X86_64 {
+            arm
+        } else {
+            x86
+        };
+        assert!(foreign
+            .make_vars
+            .iter()
+            .any(|v| v.starts_with("CROSS_COMPILE=")));
+        assert_eq!(foreign.packages.len(), 1);
+        let native = toolchain(Arch::host());
+        assert!(native.make_vars.is_empty() && native.packages.is_empty());
     }
 }

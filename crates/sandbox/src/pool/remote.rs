@@ -85,6 +85,7 @@ mod tests {
             e.start(
                 &VmSpec {
                     id: String::new(),
+                    arch: ec1_engine::Arch::X86_64,
                     kernel: Default::default(),
                     initrd: None,
                     cmdline: String::new(),

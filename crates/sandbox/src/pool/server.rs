@@ -48,7 +48,7 @@ fn make_member(
     cache: &TemplateCache,
     key: &str,
 ) -> Result<Sandbox, SandboxError> {
-    let engine = make_engine_cached(opts.engine, cache.root())?;
+    let engine = make_engine_cached(&opts.engine, opts.guest_arch()?, cache.root())?;
     let opts = SandboxOptions {
         hostname: None,
         ..opts.clone()

@@ -4,8 +4,9 @@
 //! only correct if everything that shaped that guest is unchanged, so the key covers
 //! every input: the kernel, the agent (inside ec1's own executable, which also holds
 //! the code that builds the machine), busybox, the user's initrd and read-only root
-//! image, the machine size, root mode and kernel command line, the engine (QEMU binary,
-//! firmware, acceleration) and the template and snapshot format versions. Files are
+//! image, the machine size, architecture, root mode and kernel command line, the engine
+//! (its name and settings and the host files it runs, as the engine reports them in
+//! its [`ec1_engine::CacheIdentity`]) and the template and snapshot format versions. Files are
 //! identified by path, device, inode, size and modification time (a stat each, so the
 //! key costs microseconds, never a hash of an 18 MB kernel); any change gives a new key
 //! and a new template, never a stale guest.
@@ -19,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::{RootMode, SandboxError, SandboxOptions};
 
 /// Bumped whenever what a template holds or how it is made changes.
-pub const TEMPLATE_FORMAT: u32 = 1;
+pub const TEMPLATE_FORMAT: u32 = 2;
 
 /// A file's identity: what changes whenever the file is replaced or rewritten.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,12 +58,14 @@ impl FileId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateInputs {
     pub template_format: u32,
-    /// The engine's snapshot file format, `major.minor`.
+    /// The engine's snapshot file format (`major.minor` on QEMU).
     pub snapshot_format: String,
-    /// `qemu-tcg` or `qemu-kvm`.
+    /// The engine and its settings (`qemu-tcg-x86_64`).
     pub engine: String,
-    pub qemu: FileId,
-    pub firmware: FileId,
+    /// The host files the engine runs (QEMU's binary and firmware).
+    pub engine_files: Vec<FileId>,
+    /// The guest's architecture.
+    pub arch: String,
     /// ec1's own executable: it embeds the agent and builds the QEMU command line.
     pub ec1: FileId,
     pub busybox: FileId,
@@ -91,13 +94,8 @@ impl TemplateInputs {
 
     /// The recorded files that are no longer what they were (empty: all current).
     pub fn changed_files(&self) -> Vec<&Path> {
-        let mut files = vec![
-            &self.qemu,
-            &self.firmware,
-            &self.ec1,
-            &self.busybox,
-            &self.kernel,
-        ];
+        let mut files: Vec<&FileId> = self.engine_files.iter().collect();
+        files.extend([&self.ec1, &self.busybox, &self.kernel]);
         files.extend(self.initrd.iter());
         files.extend(self.rootfs.iter());
         let mut changed: Vec<&Path> = files
@@ -128,9 +126,8 @@ pub fn unsupported_reason(opts: &SandboxOptions) -> Option<String> {
 /// The host facts the inputs need besides the options; gathered by the caller.
 #[derive(Debug, Clone)]
 pub struct HostFacts {
-    pub engine: String,
-    pub qemu: PathBuf,
-    pub firmware: PathBuf,
+    pub engine: ec1_engine::CacheIdentity,
+    pub arch: ec1_engine::Arch,
     pub ec1: PathBuf,
     pub busybox: PathBuf,
     pub kernel: PathBuf,
@@ -139,21 +136,21 @@ pub struct HostFacts {
 
 /// The inputs of a template for `opts` on this host.
 pub fn gather(opts: &SandboxOptions, host: &HostFacts) -> Result<TemplateInputs, SandboxError> {
-    let snap = format!(
-        "{}.{}",
-        ec1_engine_qemu::snapshot::FORMAT_MAJOR,
-        ec1_engine_qemu::snapshot::FORMAT_MINOR
-    );
     let rootfs = match (opts.mode, &opts.rootfs) {
         (RootMode::Initramfs, _) | (_, None) => None,
         (_, Some(r)) => Some(FileId::of(r)?),
     };
     Ok(TemplateInputs {
         template_format: TEMPLATE_FORMAT,
-        snapshot_format: snap,
-        engine: host.engine.clone(),
-        qemu: FileId::of(&host.qemu)?,
-        firmware: FileId::of(&host.firmware)?,
+        snapshot_format: host.engine.snapshot_format.clone(),
+        engine: host.engine.engine.clone(),
+        engine_files: host
+            .engine
+            .files
+            .iter()
+            .map(|f| FileId::of(f))
+            .collect::<Result<_, _>>()?,
+        arch: host.arch.as_str().into(),
         ec1: FileId::of(&host.ec1)?,
         busybox: FileId::of(&host.busybox)?,
         initramfs_format: ec1_guest::initramfs::FORMAT_VERSION,
@@ -178,9 +175,12 @@ mod tests {
             p
         };
         HostFacts {
-            engine: "qemu-tcg".into(),
-            qemu: f("qemu"),
-            firmware: f("qboot.rom"),
+            engine: ec1_engine::CacheIdentity {
+                engine: "qemu-tcg-x86_64".into(),
+                files: vec![f("qemu"), f("qboot.rom")],
+                snapshot_format: "2.1".into(),
+            },
+            arch: ec1_engine::Arch::X86_64,
             ec1: f("ec1"),
             busybox: f("busybox"),
             kernel: f("vmlinux"),
@@ -224,7 +224,13 @@ mod tests {
         hc.cmdline.push_str(" quiet");
         push(gather(&opts, &hc).unwrap());
         let mut hc = h.clone();
-        hc.engine = "qemu-kvm".into();
+        hc.engine.engine = "qemu-kvm-x86_64".into();
+        push(gather(&opts, &hc).unwrap());
+        let mut hc = h.clone();
+        hc.engine.snapshot_format = "3.0".into();
+        push(gather(&opts, &hc).unwrap());
+        let mut hc = h.clone();
+        hc.arch = ec1_engine::Arch::Aarch64;
         push(gather(&opts, &hc).unwrap());
         let initrd = d.path().join("initrd");
         std::fs::write(&initrd, "x").unwrap();
