@@ -325,6 +325,15 @@ impl Vmm {
                 .and(empty),
             A::SendCtrlAltDel => {
                 let engine = inner.engine.clone();
+                // As Firecracker on aarch64: no keyboard controller to send it to.
+                if engine
+                    .as_ref()
+                    .is_some_and(|e| !e.capabilities().ctrl_alt_del)
+                {
+                    return Err(VmmActionError::NotSupported(
+                        "SendCtrlAltDel is not supported by this machine (it has no keyboard controller, as Firecracker's aarch64 guests have none)".into(),
+                    ));
+                }
                 engine_call(engine, |e| e.send_ctrl_alt_del())
                     .map_err(|e| engine_err(e, VmmActionError::InternalVmm))
                     .and(empty)
@@ -642,7 +651,11 @@ impl Vmm {
         // A restore boots no kernel: the engine takes the machine from the snapshot.
         let spec = VmSpec {
             id: self.opts.instance_id.clone(),
-            arch: ec1_engine::Arch::X86_64,
+            // The engine for the snapshot's guest; an unreadable snapshot is refused
+            // by the engine, which says why.
+            arch: ec1_engine::registry::describe_snapshot(&p.snapshot_path)
+                .map(|info| info.arch)
+                .unwrap_or(ec1_engine::Arch::host()),
             kernel: PathBuf::new(),
             initrd: None,
             cmdline: String::new(),

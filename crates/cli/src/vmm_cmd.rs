@@ -80,8 +80,8 @@ pub fn run(a: &FirecrackerArgs) -> i32 {
     if let Some(path) = &a.describe_snapshot {
         // As Firecracker: the snapshot's data format version on stdout.
         return match ec1_engine::registry::describe_snapshot(path) {
-            Ok(version) => {
-                println!("{version}");
+            Ok(info) => {
+                println!("{}", info.format_version);
                 0
             }
             Err(e) => {

@@ -553,6 +553,15 @@ impl Engine for QemuEngine {
     }
 
     fn send_ctrl_alt_del(&self) -> Result<(), EngineError> {
+        if !self.capabilities().ctrl_alt_del {
+            return Err(EngineError::Unsupported {
+                engine: self.name.clone(),
+                what: format!(
+                    "Ctrl-Alt-Del on {} guests (no keyboard controller)",
+                    self.opts.arch
+                ),
+            });
+        }
         let key = |data| KeyValue::qcode(QKeyCodeWrapper { data });
         self.with_qmp(|q| {
             Ok(q.execute(&send_key {

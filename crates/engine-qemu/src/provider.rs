@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ec1_engine::{Arch, Engine, EngineError, EngineProvider, EngineRequest};
+use ec1_engine::{Arch, Engine, EngineError, EngineProvider, EngineRequest, SnapshotInfo};
 
 use crate::accel::{detect_accel, AccelChoice, HostProbe};
 use crate::version::resolve_binary;
@@ -56,10 +56,14 @@ impl EngineProvider for QemuProvider {
         Ok(Arc::new(engine))
     }
 
-    fn describe_snapshot(&self, state_path: &Path) -> Option<Result<String, EngineError>> {
-        match crate::snapshot::describe_snapshot(state_path) {
+    fn describe_snapshot(&self, state_path: &Path) -> Option<Result<SnapshotInfo, EngineError>> {
+        match crate::snapshot::SnapshotFile::open(state_path) {
             Err(crate::snapshot::SnapshotFileError::Foreign { .. }) => None,
-            other => Some(other.map_err(EngineError::from)),
+            Err(e) => Some(Err(e.into())),
+            Ok(snap) => Some(Ok(SnapshotInfo {
+                format_version: snap.version_string(),
+                arch: Arch::parse(&snap.machine.arch).unwrap_or(Arch::X86_64),
+            })),
         }
     }
 }

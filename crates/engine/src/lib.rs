@@ -20,7 +20,7 @@ pub use error::EngineError;
 pub use event::{EngineEvent, EventSink, ExitReason};
 pub use identity::{file_identity, remembered, remembered_path};
 pub use metadata::{MetadataRequest, MetadataResponse, MetadataService, MetadataSpec};
-pub use registry::{EngineChoice, EngineProvider, EngineRequest};
+pub use registry::{EngineChoice, EngineProvider, EngineRequest, SnapshotInfo};
 pub use spec::{
     CacheType, DriveSpec, DriveUpdate, MemoryBacking, NetOverride, RateLimit, SerialOut,
     SnapshotSource, SnapshotTarget, TokenBucket, VmSpec,

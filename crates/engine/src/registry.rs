@@ -79,9 +79,18 @@ pub trait EngineProvider: Send + Sync {
     /// A new engine (one engine runs one guest).
     fn create(&self, request: &EngineRequest) -> Result<Arc<dyn Engine>, EngineError>;
 
-    /// A human-readable description of a snapshot this engine wrote, or `None` if the
-    /// file is not one of its snapshots.
-    fn describe_snapshot(&self, state_path: &Path) -> Option<Result<String, EngineError>>;
+    /// What a snapshot this engine wrote holds, or `None` if the file is not one of
+    /// its snapshots.
+    fn describe_snapshot(&self, state_path: &Path) -> Option<Result<SnapshotInfo, EngineError>>;
+}
+
+/// What a snapshot file says about itself, before anything is restored from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The file's format version, as `--describe-snapshot` prints it (`v2.1.0`).
+    pub format_version: String,
+    /// The architecture of the guest in it: the engine that restores it must run it.
+    pub arch: Arch,
 }
 
 static REGISTRY: RwLock<Vec<Arc<dyn EngineProvider>>> = RwLock::new(Vec::new());
@@ -149,8 +158,8 @@ pub fn create(
     })
 }
 
-/// A description of the snapshot at `state_path` by the engine that wrote it.
-pub fn describe_snapshot(state_path: &Path) -> Result<String, EngineError> {
+/// What the snapshot at `state_path` holds, by the engine that wrote it.
+pub fn describe_snapshot(state_path: &Path) -> Result<SnapshotInfo, EngineError> {
     for p in providers() {
         if let Some(result) = p.describe_snapshot(state_path) {
             return result;
@@ -186,8 +195,13 @@ mod tests {
                 self.0, r.arch, r.variant
             )))
         }
-        fn describe_snapshot(&self, p: &Path) -> Option<Result<String, EngineError>> {
-            (p == Path::new(self.0)).then(|| Ok(format!("written by {}", self.0)))
+        fn describe_snapshot(&self, p: &Path) -> Option<Result<SnapshotInfo, EngineError>> {
+            (p == Path::new(self.0)).then(|| {
+                Ok(SnapshotInfo {
+                    format_version: format!("written by {}", self.0),
+                    arch: Arch::Aarch64,
+                })
+            })
         }
     }
 
@@ -236,10 +250,9 @@ mod tests {
             "{err}"
         );
         // Snapshots are described by whoever wrote them.
-        assert_eq!(
-            describe_snapshot(Path::new("second")).unwrap(),
-            "written by second"
-        );
+        let info = describe_snapshot(Path::new("second")).unwrap();
+        assert_eq!(info.format_version, "written by second");
+        assert_eq!(info.arch, Arch::Aarch64);
         let err = describe_snapshot(Path::new("/elsewhere")).unwrap_err();
         assert!(err.to_string().contains("not a snapshot"), "{err}");
         // No engine for the architecture: each says why.

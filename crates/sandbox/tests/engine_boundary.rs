@@ -160,7 +160,7 @@ impl EngineProvider for HostAgentProvider {
             stopped: AtomicBool::new(false),
         }))
     }
-    fn describe_snapshot(&self, _: &Path) -> Option<Result<String, EngineError>> {
+    fn describe_snapshot(&self, _: &Path) -> Option<Result<ec1_engine::SnapshotInfo, EngineError>> {
         None
     }
 }

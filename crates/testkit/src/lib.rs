@@ -23,6 +23,24 @@ pub fn kernel() -> PathBuf {
     })
 }
 
+/// The arm64 kernel tests boot: `$EC1_KERNEL_AARCH64`, else the cached default arm64
+/// kernel (`ec1 kernel build --arch aarch64`, which the README's set-up runs).
+pub fn kernel_aarch64() -> PathBuf {
+    if let Some(k) = std::env::var_os("EC1_KERNEL_AARCH64") {
+        return PathBuf::from(k);
+    }
+    ec1_guest::kernel::path(ec1_engine::Arch::Aarch64).unwrap_or_else(|e| {
+        panic!("no arm64 guest kernel for the tests ({e}); run `ec1 kernel build --arch aarch64` or set EC1_KERNEL_AARCH64")
+    })
+}
+
+/// The arm64 busybox of arm64 guests' initramfs (fetched with their kernel).
+pub fn busybox_aarch64() -> PathBuf {
+    ec1_guest::initramfs::Options::for_arch(ec1_engine::Arch::Aarch64)
+        .expect("a cache directory")
+        .busybox
+}
+
 /// A per-workspace scratch directory for built test artefacts.
 fn artefact_dir() -> PathBuf {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/testkit");
