@@ -64,6 +64,9 @@ pub struct RunOptions {
     pub parent_cpu_time_us: Option<u64>,
     /// The engine's short name for messages, e.g. `qemu`.
     pub engine_name: String,
+    /// What the engine offers (its provider's declaration): configurations it cannot
+    /// run are refused when they are made. `Default` offers nothing optional.
+    pub capabilities: ec1_engine::Capabilities,
     /// Builds the engine at `InstanceStart` (or snapshot load).
     pub engine_factory: EngineFactory,
     /// Scratch directory for the engine; `None` creates (and later removes) a private
@@ -94,6 +97,7 @@ impl RunOptions {
             start_time_cpu_us: None,
             parent_cpu_time_us: None,
             engine_name: engine_name.into(),
+            capabilities: ec1_engine::Capabilities::default(),
             engine_factory,
             run_dir: None,
             startup_notes: Vec::new(),
@@ -203,6 +207,7 @@ pub fn run(opts: RunOptions) -> Result<i32, ApiError> {
         VmmOptions {
             instance_id: opts.id.clone(),
             engine_name: opts.engine_name.clone(),
+            capabilities: opts.capabilities,
             engine_factory: opts.engine_factory.clone(),
             boot_timer: opts.boot_timer,
             mmds_size_limit: opts.mmds_size_limit,

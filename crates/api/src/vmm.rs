@@ -51,6 +51,8 @@ pub struct VmmOptions {
     pub instance_id: String,
     /// Named in "not supported" messages, e.g. `qemu`.
     pub engine_name: String,
+    /// What the engine offers; what it does not is refused at configuration time.
+    pub capabilities: ec1_engine::Capabilities,
     pub engine_factory: EngineFactory,
     pub boot_timer: bool,
     pub mmds_size_limit: usize,
@@ -228,6 +230,18 @@ impl Vmm {
         ))
     }
 
+    /// `Ok` if the engine offers `feature`, else [`Vmm::unsupported`] with the engine's
+    /// reason.
+    fn require(&self, feature: ec1_engine::Feature, what: &str) -> Result<(), VmmActionError> {
+        match feature {
+            ec1_engine::Feature::Supported => Ok(()),
+            ec1_engine::Feature::Missing { why: "" } => Err(self.unsupported(what)),
+            ec1_engine::Feature::Missing { why } => {
+                Err(self.unsupported(&format!("{what} ({why})")))
+            }
+        }
+    }
+
     /// Handles one request, checking first that it is allowed in the current state.
     pub fn handle(self: &Arc<Self>, action: VmmAction) -> Result<VmmData, VmmActionError> {
         let mut inner = self.lock();
@@ -325,15 +339,6 @@ impl Vmm {
                 .and(empty),
             A::SendCtrlAltDel => {
                 let engine = inner.engine.clone();
-                // As Firecracker on aarch64: no keyboard controller to send it to.
-                if engine
-                    .as_ref()
-                    .is_some_and(|e| !e.capabilities().ctrl_alt_del)
-                {
-                    return Err(VmmActionError::NotSupported(
-                        "SendCtrlAltDel is not supported by this machine (it has no keyboard controller, as Firecracker's aarch64 guests have none)".into(),
-                    ));
-                }
                 engine_call(engine, |e| e.send_ctrl_alt_del())
                     .map_err(|e| engine_err(e, VmmActionError::InternalVmm))
                     .and(empty)

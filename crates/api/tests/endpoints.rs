@@ -829,7 +829,9 @@ fn put_entropy() {
             "/entropy",
             Some(r#"{"rate_limiter":{"ops":{"size":1,"refill_time":1}}}"#)
         ),
-        unsupported("operations (ops) rate limits on the entropy device are (QEMU's virtio-rng limits bytes per period only; use bandwidth)")
+        unsupported(
+            "operations (ops) rate limits on the entropy device are (the fake limits bytes only)"
+        )
     );
     assert!(c
         .bad("PUT", "/entropy", Some(r#"{"rate":1}"#))

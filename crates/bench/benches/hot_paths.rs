@@ -57,6 +57,7 @@ fn vmm() -> Arc<Vmm> {
         VmmOptions {
             instance_id: "bench".into(),
             engine_name: "none".into(),
+            capabilities: Default::default(),
             engine_factory: factory,
             boot_timer: false,
             mmds_size_limit: 51200,

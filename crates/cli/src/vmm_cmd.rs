@@ -51,7 +51,11 @@ pub fn run_options(a: &FirecrackerArgs) -> RunOptions {
             .next()
             .unwrap_or_else(|| "auto".into())
     });
+    let capabilities = ec1_engine::registry::provider(&a.engine, ec1_engine::Arch::host())
+        .map(|p| p.capabilities(ec1_engine::Arch::host()))
+        .unwrap_or_default();
     let mut o = RunOptions::new(engine_name, factory);
+    o.capabilities = capabilities;
     o.api_sock = (!a.no_api).then(|| a.api_sock.clone());
     o.config_file = a.config_file.clone();
     o.id = a.id.clone();

@@ -496,12 +496,7 @@ impl Engine for QemuEngine {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            snapshots: true,
-            drive_hot_update: true,
-            // An i8042 exists on x86 only (as on Firecracker).
-            ctrl_alt_del: self.opts.arch == Arch::X86_64,
-        }
+        crate::capabilities::of(self.opts.arch)
     }
 
     fn cache_identity(&self) -> CacheIdentity {

@@ -29,6 +29,7 @@ mod accel;
 mod args;
 mod balloon;
 mod boot_timer;
+mod capabilities;
 mod cmdline;
 mod devices;
 mod drain;

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ec1_engine::{Arch, Engine, EngineError, EngineProvider, EngineRequest, SnapshotInfo};
+use ec1_engine::{
+    Arch, Capabilities, Engine, EngineError, EngineProvider, EngineRequest, SnapshotInfo,
+};
 
 use crate::accel::{detect_accel, AccelChoice, HostProbe};
 use crate::version::resolve_binary;
@@ -38,6 +40,10 @@ impl EngineProvider for QemuProvider {
                 crate::version::install_command_for(&binary)
             )),
         }
+    }
+
+    fn capabilities(&self, arch: Arch) -> Capabilities {
+        crate::capabilities::of(arch)
     }
 
     fn create(&self, request: &EngineRequest) -> Result<Arc<dyn Engine>, EngineError> {

@@ -41,8 +41,35 @@ pub struct CacheIdentity {
     pub snapshot_format: String,
 }
 
-/// What an engine can do beyond boot/pause/resume/stop. The API layer uses it to answer
-/// a clear 400 instead of pretending that a feature exists.
+/// Whether an engine offers one of Firecracker's optional features, and if not, why
+/// (shown to the user in the API's 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    Supported,
+    /// Not offered; `why` (possibly empty) says what stands in the way and what to do
+    /// instead.
+    Missing {
+        why: &'static str,
+    },
+}
+
+impl Default for Feature {
+    fn default() -> Self {
+        Feature::Missing { why: "" }
+    }
+}
+
+impl Feature {
+    pub fn is_supported(self) -> bool {
+        self == Feature::Supported
+    }
+}
+
+/// What an engine can do beyond boot/pause/resume/stop, among what a [`VmSpec`] can
+/// describe. The API layer reads it to answer a clear 400 at configuration time
+/// instead of pretending that a feature exists: an engine is never handed a machine
+/// it cannot run. (Firecracker features that a `VmSpec` cannot describe yet, such as
+/// pmem or CPU templates, are refused by the API for every engine.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
     /// `snapshot`/`restore` are implemented.
@@ -51,6 +78,10 @@ pub struct Capabilities {
     pub drive_hot_update: bool,
     /// Ctrl-Alt-Del can be delivered to the guest's keyboard controller.
     pub ctrl_alt_del: bool,
+    /// An operations-per-period limit on the entropy device.
+    pub entropy_ops_limit: Feature,
+    /// The balloon's free page hinting.
+    pub free_page_hinting: Feature,
 }
 
 /// A VM engine: one instance runs at most one guest.
@@ -61,7 +92,8 @@ pub trait Engine: Send + Sync {
     /// A short name for logs and `--timings`, e.g. `qemu-tcg`.
     fn name(&self) -> &str;
 
-    /// What this engine supports.
+    /// What this engine supports (the same as its provider's
+    /// [`EngineProvider::capabilities`] for the guest's architecture).
     fn capabilities(&self) -> Capabilities;
 
     /// What templates made with this engine depend on (see [`CacheIdentity`]).
@@ -272,6 +304,8 @@ mod tests {
             tx_rate_limit: None,
         };
         assert_unsupported(e.update_net(&net), "");
+        assert!(!e.capabilities().free_page_hinting.is_supported());
+        assert!(Feature::Supported.is_supported());
         let id = e.cache_identity();
         assert_eq!(id.engine, "minimal");
         assert!(id.files.is_empty() && id.snapshot_format.is_empty());

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use crate::{Arch, Engine, EngineError};
+use crate::{Arch, Capabilities, Engine, EngineError};
 
 /// What `--engine` names: an engine, and after a `-` an option of that engine
 /// (`qemu-tcg` is the QEMU engine with TCG). `auto` (the default) is the first
@@ -75,6 +75,10 @@ pub trait EngineProvider: Send + Sync {
     /// Whether this engine can run `arch` guests here with `variant`; the error says
     /// why not and what to install. Cheap: `auto` asks every engine in turn.
     fn available(&self, arch: Arch, variant: Option<&str>) -> Result<(), String>;
+
+    /// What the engine's guests of `arch` can have: read before any engine exists,
+    /// so that a configuration it cannot run is refused when it is made.
+    fn capabilities(&self, arch: Arch) -> Capabilities;
 
     /// A new engine (one engine runs one guest).
     fn create(&self, request: &EngineRequest) -> Result<Arc<dyn Engine>, EngineError>;
@@ -188,6 +192,9 @@ mod tests {
                 Some(a) if a == arch => Ok(()),
                 _ => Err(format!("{} cannot", self.0)),
             }
+        }
+        fn capabilities(&self, _: Arch) -> Capabilities {
+            Capabilities::default()
         }
         fn create(&self, r: &EngineRequest) -> Result<Arc<dyn Engine>, EngineError> {
             Err(EngineError::InvalidSpec(format!(

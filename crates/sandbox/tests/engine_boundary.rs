@@ -151,6 +151,9 @@ impl EngineProvider for HostAgentProvider {
     fn available(&self, _: Arch, _: Option<&str>) -> Result<(), String> {
         Ok(())
     }
+    fn capabilities(&self, _: Arch) -> Capabilities {
+        Capabilities::default()
+    }
     fn create(&self, request: &EngineRequest) -> Result<Arc<dyn Engine>, EngineError> {
         Ok(Arc::new(HostAgentEngine {
             arch: request.arch,

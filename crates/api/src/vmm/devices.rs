@@ -2,8 +2,8 @@
 //! configuration. Pre-boot requests are checked and stored in [`VmResources`]; post-boot
 //! ones go to the engine. A request that fails changes nothing.
 //!
-//! What the QEMU engine cannot do is refused here, at `PUT` time, with a 400 that names
-//! why, rather than at `InstanceStart`.
+//! What the engine cannot do (its declared [`ec1_engine::Capabilities`]) is refused
+//! here, at `PUT` time, with a 400 that names why, rather than at `InstanceStart`.
 
 use std::sync::{Arc, Mutex};
 
@@ -73,9 +73,10 @@ impl Vmm {
     ) -> Result<(), VmmActionError> {
         if let Some(rl) = cfg.rate_limiter.and_then(|r| r.to_engine()) {
             if rl.ops.is_some() {
-                return Err(self.unsupported(
-                    "operations (ops) rate limits on the entropy device are (QEMU's virtio-rng limits bytes per period only; use bandwidth)",
-                ));
+                self.require(
+                    self.opts.capabilities.entropy_ops_limit,
+                    "operations (ops) rate limits on the entropy device are",
+                )?;
             }
         }
         inner.resources.entropy = Some(cfg);
@@ -90,9 +91,10 @@ impl Vmm {
         validation::validate_balloon(&cfg, inner.resources.machine_config.mem_size_mib)
             .map_err(VmmActionError::BalloonConfig)?;
         if cfg.free_page_hinting {
-            return Err(self.unsupported(
-                "free page hinting is (QEMU runs hinting only while migrating; use free_page_reporting)",
-            ));
+            self.require(
+                self.opts.capabilities.free_page_hinting,
+                "free page hinting is",
+            )?;
         }
         inner.resources.balloon = Some(cfg);
         Ok(())
@@ -168,9 +170,14 @@ impl Vmm {
         if inner.resources.balloon.is_none() {
             return no_balloon();
         }
-        self.unsupported(
-            "free page hinting is (QEMU runs hinting only while migrating; use free_page_reporting)",
-        )
+        match self.require(
+            self.opts.capabilities.free_page_hinting,
+            "free page hinting is",
+        ) {
+            Err(e) => e,
+            // The engine trait has no hinting commands yet.
+            Ok(()) => self.unsupported("starting and stopping free page hinting is"),
+        }
     }
 
     pub(super) fn put_vsock(

@@ -118,17 +118,26 @@ impl FakeEngine {
 /// Wraps an `Arc<FakeEngine>` so `Engine::start` can reach the `Arc`.
 pub struct FakeHandle(pub Arc<FakeEngine>);
 
+/// What a fake engine with `b` declares (the API reads it before the engine exists).
+pub fn capabilities(b: &FakeBehaviour) -> Capabilities {
+    Capabilities {
+        snapshots: b.snapshots,
+        drive_hot_update: b.drive_updates,
+        ctrl_alt_del: b.ctrl_alt_del,
+        entropy_ops_limit: ec1_engine::Feature::Missing {
+            why: "the fake limits bytes only",
+        },
+        free_page_hinting: ec1_engine::Feature::default(),
+    }
+}
+
 impl Engine for FakeHandle {
     fn name(&self) -> &str {
         "fake"
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            snapshots: self.0.behaviour.snapshots,
-            drive_hot_update: self.0.behaviour.drive_updates,
-            ctrl_alt_del: self.0.behaviour.ctrl_alt_del,
-        }
+        capabilities(&self.0.behaviour)
     }
 
     fn start(&self, spec: &VmSpec, events: EventSink) -> Result<(), EngineError> {

@@ -35,6 +35,7 @@ impl TestVmm {
     pub fn with(behaviour: FakeBehaviour, max_payload: usize) -> TestVmm {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("api.sock");
+        let capabilities = fake_engine::capabilities(&behaviour);
         let engine = FakeEngine::new(behaviour);
         let run_dir = dir.path().join("run");
         std::fs::create_dir(&run_dir).unwrap();
@@ -42,6 +43,7 @@ impl TestVmm {
             VmmOptions {
                 instance_id: "test-vm".into(),
                 engine_name: "fake".into(),
+                capabilities,
                 engine_factory: factory(engine.clone()),
                 boot_timer: true,
                 mmds_size_limit: 1024,
