@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use ec1_engine::{
-    BalloonSpec, CacheType, Devices, DriveSpec, EntropySpec, MemoryBacking, NetSpec, SerialOut,
-    VmSpec, VsockSpec,
+    BalloonSpec, CacheType, Cmdline, Devices, DriveSpec, EntropySpec, MemoryBacking, NetSpec,
+    SerialOut, VmSpec, VsockSpec,
 };
 
 use crate::models;
@@ -32,25 +32,24 @@ pub enum SpecError {
 /// Builds the kernel command line as Firecracker does: the user's (or the default)
 /// arguments, then `root=/dev/vda` or `root=PARTUUID=...` with `ro`/`rw` for the root
 /// drive, then `pci=off` because the guest gets no PCI bus.
-pub fn kernel_cmdline(res: &VmResources) -> Result<String, SpecError> {
+/// Like Firecracker, the root device and `pci=off` go with the kernel's parameters,
+/// before any `--` and the init's arguments after it.
+pub fn kernel_cmdline(res: &VmResources) -> Result<Cmdline, SpecError> {
     let boot = res.boot_source.as_ref().ok_or(SpecError::MissingKernel)?;
-    let mut cmdline = boot
-        .boot_args
-        .clone()
-        .unwrap_or_else(|| DEFAULT_KERNEL_CMDLINE.to_string());
+    let args = boot.boot_args.as_deref().unwrap_or(DEFAULT_KERNEL_CMDLINE);
+    let mut cmdline = Cmdline::new(args.trim_start());
     if let Some(root) = res.drives.first().filter(|d| d.is_root_device) {
         match &root.partuuid {
-            Some(uuid) => cmdline.push_str(&format!(" root=PARTUUID={uuid}")),
-            None => cmdline.push_str(" root=/dev/vda"),
+            Some(uuid) => cmdline.push(&format!("root=PARTUUID={uuid}")),
+            None => cmdline.push("root=/dev/vda"),
         }
-        cmdline.push_str(if root.is_read_only.unwrap_or(false) {
-            " ro"
+        cmdline.push(if root.is_read_only.unwrap_or(false) {
+            "ro"
         } else {
-            " rw"
+            "rw"
         });
     }
-    cmdline.push_str(" pci=off");
-    let cmdline = cmdline.trim_start().to_string();
+    cmdline.push("pci=off");
     if cmdline.len() >= CMDLINE_MAX_SIZE {
         return Err(SpecError::CmdlineTooLong { len: cmdline.len() });
     }

@@ -663,7 +663,7 @@ impl Vmm {
                 .unwrap_or(ec1_engine::Arch::host()),
             kernel: PathBuf::new(),
             initrd: None,
-            cmdline: String::new(),
+            cmdline: Default::default(),
             vcpus: mc.vcpu_count,
             smt: mc.smt,
             mem_mib: u32::try_from(mc.mem_size_mib).unwrap_or(u32::MAX),

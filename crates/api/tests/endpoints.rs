@@ -354,7 +354,7 @@ fn put_drives() {
         1000
     );
     assert!(
-        spec.cmdline.ends_with(" root=/dev/vda ro pci=off"),
+        spec.cmdline.as_str().ends_with(" root=/dev/vda ro pci=off"),
         "{}",
         spec.cmdline
     );

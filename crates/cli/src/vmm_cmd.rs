@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// then what ec1 is, where a person looks.
 pub fn version_text() -> String {
     format!(
-        "Firecracker v{api}\n\nec1 v{ec1}: Firecracker's API v{api} on an engine (qemu: microvm, KVM or TCG)\n",
+        "Firecracker v{api}\n\nec1 v{ec1}: Firecracker's API v{api} on an engine (qemu: microvm for x86_64 and virt for aarch64 guests; KVM, TCG or HVF)\n",
         api = ec1_api::FIRECRACKER_API_VERSION,
         ec1 = env!("CARGO_PKG_VERSION"),
     )

@@ -5,11 +5,12 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use ec1_engine::{Arch, CacheType, EngineError, MemoryBacking, SerialOut, VmSpec};
+use ec1_engine::{
+    Arch, CacheType, Cmdline, EngineError, MemoryBacking, SerialOut, VmSpec, MAX_CMDLINE,
+};
 
 use crate::accel::Accel;
 
-use crate::cmdline::{add_kernel_params, replace_param, sets_param, MAX_CMDLINE};
 use crate::throttle::Throttle;
 use crate::validate::check_spec;
 use crate::BOOT_TIMER_PORT;
@@ -123,10 +124,7 @@ fn on_off(b: bool) -> &'static str {
 /// engine only points Firecracker's `console=ttyS0` at the machine's PL011.
 pub(crate) fn kernel_cmdline(spec: &VmSpec, ctx: &ArgsContext) -> Result<String, EngineError> {
     if spec.arch == Arch::Aarch64 {
-        return checked_length(
-            spec,
-            replace_param(&spec.cmdline, X86_CONSOLE, VIRT_CONSOLE),
-        );
+        return checked_length(spec, spec.cmdline.replacing(X86_CONSOLE, VIRT_CONSOLE));
     }
     let transports = crate::devices::transport_count(spec);
     let mut extra: Vec<String> = crate::devices::usable_transports(spec.arch, &spec.cmdline)
@@ -134,19 +132,19 @@ pub(crate) fn kernel_cmdline(spec: &VmSpec, ctx: &ArgsContext) -> Result<String,
         .take(transports)
         .map(virtio_param)
         .collect();
-    if ctx.accel == Accel::Tcg && !sets_param(&spec.cmdline, "tsc") {
+    if ctx.accel == Accel::Tcg && !spec.cmdline.has("tsc") {
         if let Some(khz) = ctx.tsc_khz {
-            if !sets_param(&spec.cmdline, "tsc_early_khz") {
+            if !spec.cmdline.has("tsc_early_khz") {
                 extra.push(format!("tsc_early_khz={khz}"));
             }
             extra.push("tsc=reliable".into());
         }
     }
-    checked_length(spec, add_kernel_params(&spec.cmdline, &extra))
+    checked_length(spec, spec.cmdline.with_params(&extra))
 }
 
 /// `cmdline` (`spec`'s with the engine's additions), if Linux accepts its length.
-fn checked_length(spec: &VmSpec, cmdline: String) -> Result<String, EngineError> {
+fn checked_length(spec: &VmSpec, cmdline: Cmdline) -> Result<String, EngineError> {
     if cmdline.len() >= MAX_CMDLINE {
         return Err(EngineError::InvalidSpec(format!(
             "the kernel command line is {} bytes with the engine's additions ({} bytes of it); Linux accepts at most {}",
@@ -155,7 +153,7 @@ fn checked_length(spec: &VmSpec, cmdline: String) -> Result<String, EngineError>
             MAX_CMDLINE - 1
         )));
     }
-    Ok(cmdline)
+    Ok(cmdline.to_string())
 }
 
 /// The complete QEMU argv (without the program name) for `spec`.
@@ -686,7 +684,7 @@ mod tests {
             Err(EngineError::InvalidSpec(_))
         ));
         let mut s = spec();
-        s.cmdline = "x".repeat(2020);
+        s.cmdline = "x".repeat(2020).into();
         let e = qemu_args(&s, &ctx()).unwrap_err();
         assert!(e.to_string().contains("at most 2047"), "{e}");
         // Without the engine's additions it would have fitted.

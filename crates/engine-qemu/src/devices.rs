@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use ec1_engine::{Arch, EngineError, MemoryBacking, NetSpec, RateLimit, VmSpec};
+use ec1_engine::{Arch, Cmdline, EngineError, MemoryBacking, NetSpec, RateLimit, VmSpec};
 
 /// The qdev id of the balloon device; its QOM path is `/machine/peripheral/<id>`.
 pub(crate) const BALLOON_ID: &str = "balloon0";
@@ -29,11 +29,11 @@ pub(crate) fn balloon_qom_path() -> String {
 /// the i8042 mouse port, unless the guest is told `i8042.noaux`.
 ///
 /// arm64's `virt` gives every transport an interrupt of its own: all are usable.
-pub(crate) fn usable_transports(arch: Arch, cmdline: &str) -> Vec<usize> {
+pub(crate) fn usable_transports(arch: Arch, cmdline: &Cmdline) -> Vec<usize> {
     if arch == Arch::Aarch64 {
         return (0..crate::validate::VIRT_TRANSPORTS).collect();
     }
-    let aux_free = crate::cmdline::sets_param(cmdline, "i8042.noaux");
+    let aux_free = cmdline.has("i8042.noaux");
     (0..crate::validate::VIRTIO_TRANSPORTS)
         .filter(|&i| i != 3 && (i != 7 || aux_free))
         .collect()
@@ -327,7 +327,7 @@ pub(crate) mod tests {
             arch: ec1_engine::Arch::X86_64,
             kernel: "/k".into(),
             initrd: None,
-            cmdline: String::new(),
+            cmdline: Default::default(),
             vcpus: 1,
             smt: false,
             mem_mib: 128,
@@ -442,12 +442,15 @@ pub(crate) mod tests {
     #[test]
     fn transports_skip_the_rtc_and_mouse_interrupts() {
         assert_eq!(
-            usable_transports(Arch::X86_64, "console=ttyS0"),
+            usable_transports(Arch::X86_64, &"console=ttyS0".into()),
             [0, 1, 2, 4, 5, 6]
         );
-        assert_eq!(usable_transports(Arch::Aarch64, "console=ttyS0").len(), 32);
         assert_eq!(
-            usable_transports(Arch::X86_64, "console=ttyS0 i8042.noaux"),
+            usable_transports(Arch::Aarch64, &"console=ttyS0".into()).len(),
+            32
+        );
+        assert_eq!(
+            usable_transports(Arch::X86_64, &"console=ttyS0 i8042.noaux".into()),
             [0, 1, 2, 4, 5, 6, 7]
         );
     }

@@ -30,7 +30,6 @@ mod args;
 mod balloon;
 mod boot_timer;
 mod capabilities;
-mod cmdline;
 mod devices;
 mod drain;
 mod engine;

@@ -98,7 +98,7 @@ pub(crate) fn check_spec(spec: &VmSpec) -> Result<(), EngineError> {
         )));
     }
     crate::devices::check_devices(spec)?;
-    check_no_nul("the kernel command line", spec.cmdline.as_bytes())?;
+    check_no_nul("the kernel command line", spec.cmdline.as_str().as_bytes())?;
     check_no_nul("the kernel path", spec.kernel.as_os_str().as_bytes())?;
     if let Some(i) = &spec.initrd {
         check_no_nul("the initrd path", i.as_os_str().as_bytes())?;
@@ -294,7 +294,7 @@ mod tests {
         assert!(check_spec(&s).is_ok());
         s.agent_socket = Some(d.join("agent.sock"));
         assert!(msg(check_spec(&s)).contains("the agent channel need 7 virtio devices"));
-        s.cmdline.push_str(" i8042.noaux");
+        s.cmdline.push("i8042.noaux");
         assert!(check_spec(&s).is_ok(), "the mouse port's interrupt is free");
         s.agent_socket = None;
         s.drives.push(drive("d6", d.join("x"), true));

@@ -82,7 +82,7 @@ fn spec(dir: &Path, action: &str) -> VmSpec {
         arch: ec1_engine::Arch::X86_64,
         kernel: ec1_testkit::kernel(),
         initrd: Some(ec1_testkit::test_initramfs()),
-        cmdline: format!("{CMDLINE} ec1test.action={action}"),
+        cmdline: format!("{CMDLINE} ec1test.action={action}").into(),
         vcpus: 1,
         smt: false,
         mem_mib: 128,

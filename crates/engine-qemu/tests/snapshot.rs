@@ -51,7 +51,7 @@ fn host_spec(run_dir: &Path) -> VmSpec {
         arch: ec1_engine::Arch::X86_64,
         kernel: PathBuf::new(),
         initrd: None,
-        cmdline: String::new(),
+        cmdline: Default::default(),
         memory: MemoryBacking::Anonymous,
         ..spec(run_dir)
     }

@@ -6,6 +6,7 @@
 //! runs the guest. The trait is deliberately small: one method per lifecycle step.
 
 mod arch;
+mod cmdline;
 mod devices;
 mod error;
 mod event;
@@ -15,6 +16,7 @@ pub mod registry;
 mod spec;
 
 pub use arch::Arch;
+pub use cmdline::{Cmdline, MAX_CMDLINE};
 pub use devices::{BalloonSpec, BalloonStats, Devices, EntropySpec, NetSpec, NetUpdate, VsockSpec};
 pub use error::EngineError;
 pub use event::{EngineEvent, EventSink, ExitReason};
@@ -261,7 +263,7 @@ mod tests {
             arch: crate::Arch::X86_64,
             kernel: PathBuf::from("/k"),
             initrd: None,
-            cmdline: String::new(),
+            cmdline: Default::default(),
             vcpus: 1,
             smt: false,
             mem_mib: 128,

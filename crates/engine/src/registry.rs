@@ -261,7 +261,7 @@ mod tests {
         assert_eq!(info.format_version, "written by second");
         assert_eq!(info.arch, Arch::Aarch64);
         let err = describe_snapshot(Path::new("/elsewhere")).unwrap_err();
-        assert!(err.to_string().contains("not a snapshot"), "{err}");
+        assert!(err.to_string().contains("not an ec1 snapshot"), "{err}");
         // No engine for the architecture: each says why.
         REGISTRY.write().unwrap().retain(|p| p.name() == "first");
         let err = provider(&EngineChoice::auto(), Arch::X86_64).err().unwrap();

@@ -13,9 +13,10 @@ pub struct VmSpec {
     pub kernel: PathBuf,
     /// One initrd; the layer above concatenates archives (e.g. the injected agent).
     pub initrd: Option<PathBuf>,
-    /// The kernel command line, complete (the engine may append only what its own
-    /// devices need, such as `virtio_mmio.device=` entries).
-    pub cmdline: String,
+    /// The kernel command line, complete but for what the engine's machine needs
+    /// (which it adds: `virtio_mmio.device=` entries, clock settings, the console's
+    /// name).
+    pub cmdline: crate::Cmdline,
     /// vCPUs, 1..=32.
     pub vcpus: u8,
     /// Two threads per core (`smt`), only with an even vCPU count.

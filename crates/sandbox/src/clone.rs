@@ -106,7 +106,7 @@ fn host_spec(opts: &SandboxOptions, run_dir: &Path) -> VmSpec {
         arch: opts.arch.unwrap_or(ec1_engine::Arch::host()),
         kernel: Default::default(),
         initrd: None,
-        cmdline: String::new(),
+        cmdline: Default::default(),
         vcpus: opts.vcpus,
         smt: false,
         mem_mib: opts.mem_mib,

@@ -1,7 +1,8 @@
 use crate::{make_engine, BootPath, BootTimings, RestoreTimings, SandboxError};
 use ec1_client::{Client, ConnectOptions, Refresh};
 use ec1_engine::{
-    Arch, CacheType, DriveSpec, Engine, EngineChoice, EngineEvent, MemoryBacking, SerialOut, VmSpec,
+    Arch, CacheType, Cmdline, DriveSpec, Engine, EngineChoice, EngineEvent, MemoryBacking,
+    SerialOut, VmSpec,
 };
 use ec1_guest::initramfs;
 use std::path::{Path, PathBuf};
@@ -401,7 +402,7 @@ pub fn spec_for(
     run_dir: &Path,
 ) -> Result<VmSpec, SandboxError> {
     let arch = opts.guest_arch()?;
-    let mut cmdline = String::from(default_boot_args(arch));
+    let mut cmdline = Cmdline::new(default_boot_args(arch));
     let mut drives = Vec::new();
     match (opts.mode, &opts.rootfs) {
         (RootMode::Initramfs, _) => {}
@@ -413,11 +414,14 @@ pub fn spec_for(
                 cache: CacheType::Unsafe,
                 rate_limit: None,
             });
-            cmdline.push_str(match mode {
-                RootMode::Handoff => " ec1.mode=handoff ec1.root=/dev/vda",
-                _ => " ec1.mode=root ec1.root=/dev/vda",
-            });
-            cmdline.push_str(if opts.rootfs_read_only { " ro" } else { " rw" });
+            cmdline.push_params(&[
+                match mode {
+                    RootMode::Handoff => "ec1.mode=handoff",
+                    _ => "ec1.mode=root",
+                },
+                "ec1.root=/dev/vda",
+                if opts.rootfs_read_only { "ro" } else { "rw" },
+            ]);
         }
         (mode, None) => {
             return Err(SandboxError::Options(format!(
@@ -425,10 +429,7 @@ pub fn spec_for(
             )))
         }
     }
-    for a in &opts.extra_boot_args {
-        cmdline.push(' ');
-        cmdline.push_str(a);
-    }
+    cmdline.push_params(&opts.extra_boot_args);
     Ok(VmSpec {
         id: "ec1-sandbox".into(),
         arch,
@@ -486,6 +487,7 @@ mod tests {
         assert!(s.drives[0].read_only);
         assert!(
             s.cmdline
+                .as_str()
                 .ends_with(" ec1.mode=root ec1.root=/dev/vda ro x=1"),
             "{}",
             s.cmdline
@@ -494,7 +496,9 @@ mod tests {
         o.rootfs_read_only = false;
         let s = spec(&o).unwrap();
         assert!(
-            s.cmdline.contains(" ec1.mode=handoff ec1.root=/dev/vda rw"),
+            s.cmdline
+                .as_str()
+                .contains(" ec1.mode=handoff ec1.root=/dev/vda rw"),
             "{}",
             s.cmdline
         );

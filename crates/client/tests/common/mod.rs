@@ -56,7 +56,7 @@ impl Guest {
             arch: ec1_engine::Arch::X86_64,
             kernel: kernel(),
             initrd: Some(initrd),
-            cmdline: format!("console=ttyS0 reboot=k panic=-1 quiet {extra_cmdline}"),
+            cmdline: format!("console=ttyS0 reboot=k panic=-1 quiet {extra_cmdline}").into(),
             vcpus,
             smt: false,
             mem_mib,

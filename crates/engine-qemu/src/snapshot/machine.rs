@@ -266,7 +266,7 @@ impl Machine {
                 .initrd
                 .as_ref()
                 .map(|i| i.to_string_lossy().into_owned()),
-            cmdline: spec.cmdline.clone(),
+            cmdline: spec.cmdline.to_string(),
         })
     }
 
@@ -310,7 +310,7 @@ impl Machine {
             arch: Arch::parse(&self.arch).unwrap_or(Arch::X86_64),
             kernel: PathBuf::new(),
             initrd: None,
-            cmdline: self.cmdline.clone(),
+            cmdline: self.cmdline.as_str().into(),
             vcpus: self.vcpus,
             smt: self.smt,
             mem_mib: self.mem_mib,

@@ -88,7 +88,7 @@ mod tests {
                     arch: ec1_engine::Arch::X86_64,
                     kernel: Default::default(),
                     initrd: None,
-                    cmdline: String::new(),
+                    cmdline: Default::default(),
                     vcpus: 1,
                     smt: false,
                     mem_mib: 1,

@@ -287,7 +287,7 @@ mod tests {
             mode: "Initramfs".into(),
             vcpus: 1,
             mem_mib: 128,
-            cmdline: String::new(),
+            cmdline: Default::default(),
         }
     }
 

@@ -80,7 +80,7 @@ pub fn facts(
         ec1,
         busybox,
         kernel,
-        cmdline: spec.cmdline,
+        cmdline: spec.cmdline.to_string(),
     })
 }
 
