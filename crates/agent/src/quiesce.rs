@@ -82,6 +82,19 @@ fn freeze(target: &Path) -> io::Result<()> {
     cvt(unsafe { libc::ioctl(dir.as_raw_fd(), FIFREEZE as _, &mut arg) }).map(|_| ())
 }
 
+/// In hand-off mode: syncs every filesystem (what was written is on the drives even if
+/// the shutdown that follows is cut short), then sends PID 1 — the image's own init —
+/// SIGINT, the signal the kernel turns Ctrl-Alt-Del into: systemd starts
+/// `ctrl-alt-del.target`, busybox and sysvinit run their `ctrlaltdel` entry; each
+/// stops its services, unmounts the filesystems and reboots, which ends the guest.
+/// Acts on the whole system it runs on: only the guest's agent calls it.
+pub fn ask_init_to_shut_down() -> io::Result<()> {
+    // SAFETY: sync has no memory effects.
+    unsafe { libc::sync() };
+    // SAFETY: kill has no memory effects.
+    cvt(unsafe { libc::kill(1, libc::SIGINT) }).map(|_| ())
+}
+
 /// Syncs, then remounts read-only (or, if busy, freezes) every writable block-device
 /// filesystem. Fails naming the first filesystem that could be neither. It acts on the
 /// whole system it runs on: only the guest's agent calls it, never a test on the host.

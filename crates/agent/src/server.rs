@@ -337,10 +337,19 @@ impl Server {
         }
         let shared = self.shared.clone();
         std::thread::spawn(move || {
-            let reply = match crate::quiesce::quiesce() {
-                Ok(q) => Msg::Quiesced {
-                    remounted: q.remounted,
-                    frozen: q.frozen,
+            // In hand-off mode the image's init owns the filesystems: sync what is
+            // written, then ask init to shut down (it unmounts them and ends the
+            // guest); the host waits for the guest to end.
+            let outcome = if shared.config.mode == "handoff" {
+                crate::quiesce::ask_init_to_shut_down().map(|()| (0, 0, true))
+            } else {
+                crate::quiesce::quiesce().map(|q| (q.remounted, q.frozen, false))
+            };
+            let reply = match outcome {
+                Ok((remounted, frozen, init_shutdown)) => Msg::Quiesced {
+                    remounted,
+                    frozen,
+                    init_shutdown,
                 },
                 Err(e) => Msg::Error {
                     code: ErrorCode::from_io(&e),

@@ -3,7 +3,7 @@
 //! `--describe-snapshot`, and `ec1 run`: its templates (reuse, rebuild on a changed
 //! kernel or agent, `--cold`, `ec1 template ls|prune`), its stdin, output and status.
 
-use ec1_testkit::{http, kernel, output_with_input, spawn_tied, wait_for};
+use ec1_testkit::{http, kernel, output_with_input, processes_matching, spawn_tied, wait_for};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -212,6 +212,73 @@ fn a_snapshot_of_seven_virtio_devices_restores_with_its_layout() {
     assert!(std::fs::read(d.join("d3.img"))
         .unwrap()
         .starts_with(b"rewritten"));
+}
+
+/// `kill -9` of `ec1 run` while it builds its first template: QEMU dies with it, the
+/// half-built template is never used (the next run builds a whole one), and `ec1
+/// prune` removes what the dead build left.
+#[test]
+fn a_template_build_killed_midway_leaves_nothing_usable_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let xdg = tmp.path().join("cache");
+    let templates = xdg.join("ec1").join("templates");
+    let ec1 = Path::new(EC1);
+    let ks = kernel();
+    let mut cmd = run_command(&xdg, ec1, &["--kernel", ks.to_str().unwrap(), "--", "true"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = spawn_tied(cmd);
+    let build_dir = wait_for(Duration::from_secs(30), || {
+        std::fs::read_dir(&templates).ok()?.flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(".build-").then(|| e.path())
+        })
+    })
+    .expect("the template build did not start");
+    // Let QEMU come up inside the build (its initrd is in this test's cache), then kill
+    // ec1 without a chance to clean up.
+    let needle = xdg.to_string_lossy().into_owned();
+    wait_for(Duration::from_secs(30), || {
+        (!processes_matching(&needle).is_empty()).then_some(())
+    })
+    .expect("no QEMU for the template build");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || processes_matching(&needle)
+            .is_empty()
+            .then_some(()))
+        .is_some(),
+        "QEMU outlived the killed ec1"
+    );
+    // No template is complete; the next run builds one and uses it.
+    let (out, err) = run(
+        &xdg,
+        ec1,
+        &["--kernel", ks.to_str().unwrap(), "--", "echo", "after"],
+    );
+    assert_eq!(out, "after\n");
+    assert!(err.contains("template built first"), "{err}");
+    assert!(
+        build_dir.exists(),
+        "the dead build's directory is still there"
+    );
+    template(&xdg, &["prune"]);
+    assert!(
+        !build_dir.exists(),
+        "prune removes what the killed build left"
+    );
+    let (out, err) = run(
+        &xdg,
+        ec1,
+        &["--kernel", ks.to_str().unwrap(), "--", "echo", "again"],
+    );
+    assert_eq!(out, "again\n");
+    assert!(
+        !err.contains("built first"),
+        "the whole template is used: {err}"
+    );
 }
 
 /// `ec1 run` on TCG with 128 MiB, its cache in `xdg` (so templates are this test's

@@ -508,9 +508,18 @@ impl Inner {
             Msg::Refreshed { clock_step_ns } => {
                 self.end_session(session, End::Refreshed(clock_step_ns))
             }
-            Msg::Quiesced { remounted, frozen } => {
-                self.end_session(session, End::Quiesced { remounted, frozen })
-            }
+            Msg::Quiesced {
+                remounted,
+                frozen,
+                init_shutdown,
+            } => self.end_session(
+                session,
+                End::Quiesced {
+                    remounted,
+                    frozen,
+                    init_shutdown,
+                },
+            ),
             // On session 0 an error answers something of ours that had no session (it
             // cannot happen with this client); nothing waits for it.
             Msg::Error { code, message } if session != 0 => {

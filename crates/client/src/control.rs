@@ -15,6 +15,9 @@ pub struct Quiesced {
     pub remounted: u32,
     /// Filesystems on drives frozen, because a writer kept them busy.
     pub frozen: u32,
+    /// The image's init (hand-off mode) was asked to shut the guest down: the guest
+    /// ends on its own once its filesystems are unmounted.
+    pub init_shutdown: bool,
     /// Host-side round trip.
     pub took: Duration,
 }
@@ -51,9 +54,14 @@ impl Client {
         let t = Instant::now();
         let what = "the agent to flush and quiesce the guest's filesystems";
         match self.request(&Msg::Quiesce, timeout, what)? {
-            End::Quiesced { remounted, frozen } => Ok(Quiesced {
+            End::Quiesced {
                 remounted,
                 frozen,
+                init_shutdown,
+            } => Ok(Quiesced {
+                remounted,
+                frozen,
+                init_shutdown,
                 took: t.elapsed(),
             }),
             other => Err(Error::Disconnected(format!(

@@ -90,6 +90,7 @@ pub enum End {
     Quiesced {
         remounted: u32,
         frozen: u32,
+        init_shutdown: bool,
     },
     Failed(FailReason),
 }

@@ -8,6 +8,7 @@
 mod arch;
 mod cmdline;
 mod devices;
+pub mod durable;
 mod error;
 mod event;
 mod identity;

@@ -304,6 +304,10 @@ pub enum Msg {
         remounted: u32,
         /// Block-device filesystems frozen (a writer kept them busy).
         frozen: u32,
+        /// In hand-off mode, where the image's own init owns the filesystems: they
+        /// were synced and init was asked to shut the guest down (as Ctrl-Alt-Del
+        /// asks it), which unmounts them cleanly and ends the guest.
+        init_shutdown: bool,
     },
 }
 
@@ -507,10 +511,15 @@ impl Msg {
                 e.u64(*clock_step_ns as u64);
             }
             Msg::Quiesce => e.u8(tag::QUIESCE),
-            Msg::Quiesced { remounted, frozen } => {
+            Msg::Quiesced {
+                remounted,
+                frozen,
+                init_shutdown,
+            } => {
                 e.u8(tag::QUIESCED);
                 e.u32(*remounted);
                 e.u32(*frozen);
+                e.u8(u8::from(*init_shutdown));
             }
         }
         if e.buf.len() > MAX_PAYLOAD {
@@ -678,6 +687,7 @@ impl Msg {
             tag::QUIESCED => Msg::Quiesced {
                 remounted: d.u32("remounted")?,
                 frozen: d.u32("frozen")?,
+                init_shutdown: d.u8("init shutdown")? != 0,
             },
             t => return Err(DecodeError::UnknownMessage(t)),
         };
@@ -840,6 +850,12 @@ mod tests {
             Msg::Quiesced {
                 remounted: 2,
                 frozen: 1,
+                init_shutdown: false,
+            },
+            Msg::Quiesced {
+                remounted: 0,
+                frozen: 0,
+                init_shutdown: true,
             },
         ]
     }

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 /// goes to the image in well under this, even under TCG).
 pub const QUIESCE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the image's own init (hand-off mode) may take to shut the guest down once
+/// asked, before the VM is stopped anyway (what was written had been synced first).
+pub const INIT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The kernel command line of a sandbox, before the root-mode keys: console on the
 /// serial port (written to a file, read only on failure), reboot through the keyboard
 /// controller, reboot at once on panic, and no boot chatter.
@@ -328,8 +332,23 @@ impl Sandbox {
             "sandbox.quiesced",
             remounted = q.remounted,
             frozen = q.frozen,
+            init_shutdown = q.init_shutdown,
             ms = q.took.as_secs_f64() * 1000.0
         );
+        if q.init_shutdown {
+            // The image's init unmounts its filesystems and ends the guest.
+            let t = Instant::now();
+            match self.engine.wait(Some(INIT_SHUTDOWN_TIMEOUT)) {
+                Ok(Some(_)) => {
+                    ec1_trace::event!("sandbox.init_shut_down", ms = t.elapsed().as_secs_f64() * 1000.0);
+                }
+                Ok(None) => log::warn!(
+                    "the image's init did not shut the guest down within {INIT_SHUTDOWN_TIMEOUT:?}; \
+                     stopping it (its filesystems were synced, but may need their journal replayed)"
+                ),
+                Err(e) => log::warn!("waiting for the image's init to shut down: {e}"),
+            }
+        }
         Ok(())
     }
 

@@ -189,6 +189,27 @@ fn broken_templates_and_writable_roots_boot_cold() {
     sb.shutdown().unwrap();
     assert!(!cache.has(&k), "the broken template was removed");
 
+    // The next start builds it again; a memory file torn short (a crash while it was
+    // copied, a full disk) is refused likewise, and the template rebuilt after.
+    let sb = Sandbox::from_template(&o, &cache).unwrap();
+    assert!(sb.restore_timings().unwrap().build.is_some(), "rebuilt");
+    sb.shutdown().unwrap();
+    let mem = cache.dir(&k).join(MEM_FILE);
+    let f = std::fs::OpenOptions::new().write(true).open(&mem).unwrap();
+    f.set_len(64 << 20).unwrap();
+    drop(f);
+    let sb = Sandbox::from_template(&o, &cache).unwrap();
+    match sb.boot_path() {
+        BootPath::Cold { why: Some(w) } => assert!(w.contains("memory file"), "{w}"),
+        other => panic!("{other}"),
+    }
+    sb.shutdown().unwrap();
+    assert!(!cache.has(&k), "the torn template was removed");
+    let sb = Sandbox::from_template(&o, &cache).unwrap();
+    assert!(sb.restore_timings().unwrap().build.is_some(), "rebuilt");
+    assert_eq!(sh(&sb, "nproc"), "2\n");
+    sb.shutdown().unwrap();
+
     // A writable root image is never templated.
     let tree = tmp.path().join("root-tree");
     ec1_testkit::busybox_root_tree(&tree, &[], &["sh", "hostname"]);
@@ -212,7 +233,12 @@ fn broken_templates_and_writable_roots_boot_cold() {
         "host names reach cold boots too"
     );
     sb.shutdown().unwrap();
-    assert!(cache.list().unwrap().is_empty());
+    let keys: Vec<String> = cache.list().unwrap().into_iter().map(|t| t.key).collect();
+    assert_eq!(
+        keys,
+        vec![k],
+        "only the rebuilt template: none for the writable root"
+    );
 }
 
 #[test]

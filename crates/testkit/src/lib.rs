@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod debian;
+pub use debian::{copy_image, debian_image, debian_mirror};
+
 const TEST_INIT_SOURCE: &str = include_str!("../fixtures/test_init.rs");
 
 /// The kernel tests boot: `$EC1_KERNEL`, else the cached default kernel. Panics with

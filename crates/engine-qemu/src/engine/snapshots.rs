@@ -70,8 +70,9 @@ impl QemuEngine {
     }
 
     /// Saves the paused guest: memory file first, then the device state, each written
-    /// beside its target and renamed into place, so neither path ever holds a partial
-    /// file and a state file never exists without its memory.
+    /// beside its target, synced and renamed into place (and the directory synced), so
+    /// neither path ever holds a partial file, even after a crash, and a state file
+    /// never exists without its whole memory.
     pub(super) fn snapshot_impl(&self, target: &SnapshotTarget) -> Result<(), EngineError> {
         if target.diff {
             return Err(EngineError::Unsupported {
@@ -120,9 +121,11 @@ impl QemuEngine {
             let w = Writer::create(&tmp, &machine)
                 .map_err(file_err("snapshot file", &target.state_path))?;
             save_state(qmp, &tmp, w.state_offset())?;
+            // Sealed (digest) and synced, then named: the state file is the snapshot's
+            // completion marker, written only once its memory file is durable.
             w.finish()
                 .map_err(file_err("snapshot file", &target.state_path))?;
-            std::fs::rename(&tmp, &target.state_path)
+            ec1_engine::durable::rename_durably(&tmp, &target.state_path)
                 .map_err(file_err("snapshot file", &target.state_path))
         })();
         if written.is_err() {

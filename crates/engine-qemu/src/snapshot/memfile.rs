@@ -46,8 +46,15 @@ pub fn temp_beside(path: &Path) -> PathBuf {
 
 /// Copies `src` (the RAM file) to `dst`, keeping holes; `dst` appears whole or not at
 /// all. Does nothing if they are the same file.
+///
+/// The data is synced before the file gets its name (and the directory after), so a
+/// snapshot's state file, written after this returns, never names a memory file a
+/// crash could have torn.
 pub fn copy_memory(src: &Path, dst: &Path) -> io::Result<MemCopy> {
     if same_file(src, dst) {
+        // The guest's RAM file itself: what the paused guest wrote through its
+        // mapping is in the page cache until synced.
+        ec1_engine::durable::sync_file(dst)?;
         return Ok(MemCopy::InPlace);
     }
     let from = File::open(src)?;
@@ -69,7 +76,8 @@ pub fn copy_memory(src: &Path, dst: &Path) -> io::Result<MemCopy> {
             to.set_len(len)?;
             MemCopy::Copied(copy_extents(&from, &to, len)?)
         };
-        std::fs::rename(&tmp, dst)?;
+        to.sync_all()?;
+        ec1_engine::durable::rename_durably(&tmp, dst)?;
         Ok(how)
     })();
     if result.is_err() {

@@ -77,6 +77,18 @@ fn process_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
+/// Syncs every file of the directory `dir` (not recursive: templates are flat) and
+/// the directory itself.
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            ec1_engine::durable::sync_file(&e.path())?;
+        }
+    }
+    ec1_engine::durable::sync_dir(dir)
+}
+
 impl TemplateCache {
     /// The cache under `root` (created when first written).
     pub fn at(root: impl Into<PathBuf>) -> TemplateCache {
@@ -137,9 +149,12 @@ impl TemplateCache {
         std::fs::create_dir(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
         let built = build(&tmp).and_then(|v| {
             let dir = self.dir(key);
+            // Every file's data, then the directory's names, then the directory's own
+            // name: a template directory that exists after a crash is whole.
+            sync_tree(&tmp).map_err(io(format!("syncing {}", tmp.display())))?;
             // A broken leftover (no state or memory file) would block the rename.
             let _ = std::fs::remove_dir_all(&dir);
-            std::fs::rename(&tmp, &dir)
+            ec1_engine::durable::rename_durably(&tmp, &dir)
                 .map_err(io(format!("moving the template into {}", dir.display())))?;
             Ok(v)
         });
@@ -149,7 +164,8 @@ impl TemplateCache {
         built.map(Some)
     }
 
-    /// Writes `meta` into a template directory being built.
+    /// Writes `meta` into a template directory being built (synced with the rest when
+    /// the directory is moved into place).
     pub fn write_meta(dir: &Path, meta: &TemplateMeta) -> Result<(), SandboxError> {
         let json = serde_json::to_vec_pretty(meta).map_err(|e| SandboxError::Io {
             context: "encoding the template's meta.json".into(),
