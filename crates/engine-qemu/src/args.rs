@@ -15,6 +15,9 @@ use crate::throttle::Throttle;
 use crate::validate::check_spec;
 use crate::BOOT_TIMER_PORT;
 
+/// QEMU's `-sandbox` setting (see [`qemu_args`]).
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 /// The console Firecracker's guests are told to use, and what it is on arm64's `virt`
 /// (a PL011 UART, where Firecracker's arm64 machine has an 8250).
 const X86_CONSOLE: &str = "console=ttyS0";
@@ -201,6 +204,11 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
     for flag in ["-nodefaults", "-no-user-config"] {
         a.flag(flag);
     }
+    // QEMU's own seccomp filter, as tight as its features allow: no obsolete system
+    // calls, no setuid/setgid, no fork/exec (ec1 passes QEMU every socket and file
+    // descriptor it needs), no scheduler or CPU-affinity changes. A guest that
+    // escapes into QEMU meets it first.
+    a.opt("-sandbox", SANDBOX);
     a.opt("-display", "none").flag("-no-reboot").flag("-S");
     if let Some(firmware) = &ctx.firmware {
         a.opt("-bios", firmware.as_os_str());
@@ -436,6 +444,36 @@ mod tests {
     }
 
     #[test]
+    fn an_arm64_machine_is_virt_with_its_console_and_a_boot_port() {
+        let mut s = spec();
+        s.arch = Arch::Aarch64;
+        s.kernel = "/k/Image".into();
+        s.agent_socket = Some("/run/a.sock".into());
+        let mut c = ctx();
+        c.firmware = None;
+        let a = args(&s, &c);
+        assert_eq!(
+            values(&a, "-M"),
+            ["virt,gic-version=3,acpi=off,highmem=off,virtualization=off,secure=off"]
+        );
+        assert_eq!(values(&a, "-cpu"), ["max,pauth-impdef=on"]);
+        assert!(values(&a, "-bios").is_empty(), "QEMU's own loader");
+        let devices = values(&a, "-device");
+        assert!(!devices.iter().any(|d| d.contains("i8042") || d.contains("isa-")));
+        assert!(devices.contains(&"virtio-serial-device,id=agentbus,max_ports=3,bus=virtio-mmio-bus.0"));
+        assert!(devices.contains(&"virtserialport,chardev=boottimer,name=ec1.boot"));
+        assert!(devices.contains(&"virtserialport,chardev=agent,name=ec1.agent"));
+        // No virtio_mmio.device= or TSC parameters; Firecracker's console is the PL011.
+        assert_eq!(
+            values(&a, "-append"),
+            ["console=ttyAMA0 reboot=k panic=-1"]
+        );
+        assert_eq!(values(&a, "-sandbox"), [SANDBOX]);
+        c.accel = Accel::Hvf;
+        assert_eq!(values(&args(&s, &c), "-accel"), ["hvf"]);
+    }
+
+    #[test]
     fn typical_tcg_machine() {
         let a = args(&spec(), &ctx());
         let expected = [
@@ -451,6 +489,8 @@ mod tests {
             "256M",
             "-nodefaults",
             "-no-user-config",
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
             "-display",
             "none",
             "-no-reboot",
