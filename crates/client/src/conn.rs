@@ -69,7 +69,7 @@ pub struct Client {
     pub(crate) h: Arc<Handle>,
 }
 
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     // std's hasher keys are random per process and per `RandomState`.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -33,6 +33,10 @@ pub enum Error {
     #[error("the connection to the guest agent is closed: {0}")]
     Disconnected(String),
 
+    /// The agent broke the protocol on this session (an end that does not fit it).
+    #[error("the guest agent broke the protocol: {0}")]
+    Protocol(String),
+
     /// The agent lost the frame boundaries and dropped every session.
     #[error("the guest agent reset the channel: {0}")]
     ChannelReset(String),

@@ -8,7 +8,7 @@ use crate::process::{take_credit, Guard};
 use crate::session::End;
 use ec1_proto::{Kind, Msg, Stream, DATA_CHUNK};
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// What a download reported about the guest file.
@@ -79,7 +79,12 @@ impl Client {
             match &st.end {
                 Some(End::UploadDone(n)) => return Ok(*n),
                 Some(End::Failed(f)) => return Err(f.to_error()),
-                Some(_) => unreachable!("an upload ends with done or a failure"),
+                // A hostile or broken agent: an error for this upload, not a panic.
+                Some(other) => {
+                    return Err(Error::Protocol(format!(
+                        "an upload ended with {other:?} instead of its completion"
+                    )))
+                }
                 None => st = s.cv.wait(st).unwrap(),
             }
         }
@@ -87,19 +92,31 @@ impl Client {
 
     /// Copies the guest file `remote` to `local` (written to a temporary file beside
     /// it, then renamed), with the guest file's permission bits.
+    ///
+    /// The guest is not trusted with the host: the temporary has an unpredictable
+    /// name and is created exclusively without following a symlink (nothing planted
+    /// in the directory redirects the write), and the guest's mode is reduced to
+    /// permission bits under the host's umask (never setuid, setgid or sticky).
     pub fn download(&self, remote: &str, local: &Path) -> Result<FileMeta> {
         let dir = local
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
-            ".{}.ec1-download-{}",
+            ".{}.ec1-download-{:016x}",
             local.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
+            crate::conn::random_u64()
         ));
         let res = (|| {
-            let mut f = std::fs::File::create(&tmp).map_err(file_err("cannot create", &tmp))?;
-            let meta = self.download_to(remote, &mut f)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)
+                .map_err(file_err("cannot create", &tmp))?;
+            let mut meta = self.download_to(remote, &mut f)?;
+            meta.mode = host_mode(meta.mode, process_umask());
             f.set_permissions(std::fs::Permissions::from_mode(meta.mode))
                 .map_err(file_err("cannot set the mode of", &tmp))?;
             drop(f);
@@ -112,7 +129,8 @@ impl Client {
         res
     }
 
-    /// Streams the guest file `remote` into `dst`.
+    /// Streams the guest file `remote` into `dst` (its [`FileMeta::mode`] is the
+    /// guest's, unfiltered).
     pub fn download_to(&self, remote: &str, mut dst: impl Write) -> Result<FileMeta> {
         let inner = &self.h.inner;
         let s = inner.open_session()?;
@@ -161,5 +179,39 @@ impl Client {
             mode: mode.unwrap_or(0o644),
             size,
         })
+    }
+}
+
+/// The mode a file from the guest gets on the host: its permission bits only (no
+/// setuid, setgid or sticky bit), under `umask`.
+pub(crate) fn host_mode(guest_mode: u32, umask: u32) -> u32 {
+    guest_mode & 0o777 & !umask
+}
+
+/// This process's umask, read without changing it (`umask(2)` would, for every
+/// thread): Linux reports it in `/proc/self/status`. `022` if it cannot be read.
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_modes_lose_special_bits_and_follow_the_umask() {
+        assert_eq!(host_mode(0o4755, 0o022), 0o755);
+        assert_eq!(host_mode(0o6777, 0o022), 0o755);
+        assert_eq!(host_mode(0o1777, 0o077), 0o700);
+        assert_eq!(host_mode(0o100644, 0), 0o644, "file type bits are dropped");
+        let u = process_umask();
+        assert!(u <= 0o777, "{u:o}");
     }
 }

@@ -85,8 +85,15 @@ impl Client {
                 if let Some(pid) = st.pid {
                     break pid;
                 }
-                if let Some(End::Failed(f)) = &st.end {
-                    return Err(f.to_error());
+                match &st.end {
+                    Some(End::Failed(f)) => return Err(f.to_error()),
+                    // A hostile or broken agent ended it as something else.
+                    Some(other) => {
+                        return Err(Error::Protocol(format!(
+                            "an exec session ended with {other:?} before it started"
+                        )))
+                    }
+                    None => {}
                 }
                 st = s.cv.wait(st).unwrap();
             }
@@ -184,7 +191,12 @@ impl Process {
                     return Ok(Some(ExitStatus::new(*how, *timed_out)))
                 }
                 Some(End::Failed(f)) => return Err(f.to_error()),
-                Some(_) => unreachable!("an exec session ends with an exit or a failure"),
+                // A hostile or broken agent: an error for this session, not a panic.
+                Some(other) => {
+                    return Err(Error::Protocol(format!(
+                        "an exec session ended with {other:?} instead of an exit"
+                    )))
+                }
                 None => {}
             }
             st = match deadline {

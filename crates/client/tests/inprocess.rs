@@ -269,6 +269,37 @@ fn a_guest_not_where_it_was_asked_to_be_runs_nothing() {
     f.stop();
 }
 
+/// A hostile guest's file: its setuid bit is dropped on the host, and a symlink
+/// planted where a predictable temporary name would be redirects nothing.
+#[test]
+fn downloads_take_no_special_bits_and_follow_no_planted_symlink() {
+    let f = start();
+    let d = tempfile::tempdir().unwrap();
+    let guest_file = d.path().join("suid");
+    std::fs::write(&guest_file, b"from the guest").unwrap();
+    std::fs::set_permissions(&guest_file, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let victim = d.path().join("victim");
+    std::fs::write(&victim, b"untouched").unwrap();
+    let local = d.path().join("copy");
+    // The name the temporary had before it was unpredictable.
+    std::os::unix::fs::symlink(
+        &victim,
+        d.path()
+            .join(format!(".copy.ec1-download-{}", std::process::id())),
+    )
+    .unwrap();
+    let m = f
+        .client
+        .download(guest_file.to_str().unwrap(), &local)
+        .unwrap();
+    assert_eq!(m.mode & 0o7000, 0, "no special bits: {:o}", m.mode);
+    let mode = std::fs::metadata(&local).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode & 0o7000, 0, "{mode:o}");
+    assert_eq!(std::fs::read(&local).unwrap(), b"from the guest");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+    f.stop();
+}
+
 #[test]
 fn files_round_trip_with_their_mode() {
     let f = start();

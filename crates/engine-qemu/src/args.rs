@@ -459,15 +459,16 @@ mod tests {
         assert_eq!(values(&a, "-cpu"), ["max,pauth-impdef=on"]);
         assert!(values(&a, "-bios").is_empty(), "QEMU's own loader");
         let devices = values(&a, "-device");
-        assert!(!devices.iter().any(|d| d.contains("i8042") || d.contains("isa-")));
-        assert!(devices.contains(&"virtio-serial-device,id=agentbus,max_ports=3,bus=virtio-mmio-bus.0"));
+        assert!(!devices
+            .iter()
+            .any(|d| d.contains("i8042") || d.contains("isa-")));
+        assert!(
+            devices.contains(&"virtio-serial-device,id=agentbus,max_ports=3,bus=virtio-mmio-bus.0")
+        );
         assert!(devices.contains(&"virtserialport,chardev=boottimer,name=ec1.boot"));
         assert!(devices.contains(&"virtserialport,chardev=agent,name=ec1.agent"));
         // No virtio_mmio.device= or TSC parameters; Firecracker's console is the PL011.
-        assert_eq!(
-            values(&a, "-append"),
-            ["console=ttyAMA0 reboot=k panic=-1"]
-        );
+        assert_eq!(values(&a, "-append"), ["console=ttyAMA0 reboot=k panic=-1"]);
         assert_eq!(values(&a, "-sandbox"), [SANDBOX]);
         c.accel = Accel::Hvf;
         assert_eq!(values(&args(&s, &c), "-accel"), ["hvf"]);
