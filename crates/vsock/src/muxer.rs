@@ -26,6 +26,15 @@ const LISTENER: u64 = 0;
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
 /// A `CONNECT` line longer than this is refused.
 const MAX_CONNECT_LINE: usize = 32;
+/// Live connections per device, counting host clients still sending their `CONNECT`
+/// line (Firecracker's figure): a guest's connect loop or a flood of host clients is
+/// refused past it instead of growing ec1's descriptors and memory.
+pub const MAX_CONNECTIONS: usize = 1023;
+/// Control packets queued for the guest. A guest that posts no receive buffers while
+/// provoking resets would otherwise grow the queue without end; past this, packets
+/// that only tell the guest about a reset or credit are dropped (the guest's own
+/// timeouts cover them), and new connections are refused.
+const MAX_CTRL: usize = 2 * MAX_CONNECTIONS + 64;
 
 /// A host client that connected to `uds_path` and has not finished its `CONNECT` line.
 struct Pending {
@@ -56,6 +65,8 @@ pub struct Muxer {
     ctrl: VecDeque<Ctrl>,
     /// The connection after which the next data packet is looked for (round robin).
     rr_after: u64,
+    /// [`MAX_CONNECTIONS`], lower in tests.
+    max_connections: usize,
 }
 
 fn epoll_events() -> EventSet {
@@ -84,7 +95,29 @@ impl Muxer {
             by_ports: HashMap::new(),
             ctrl: VecDeque::new(),
             rr_after: 0,
+            max_connections: MAX_CONNECTIONS,
         })
+    }
+
+    /// As [`Muxer::new`], with another connection limit.
+    pub fn with_limit(uds_path: &Path, max_connections: usize) -> std::io::Result<Muxer> {
+        let mut m = Muxer::new(uds_path)?;
+        m.max_connections = max_connections;
+        Ok(m)
+    }
+
+    /// Whether another connection would pass the limit (or the control queue is
+    /// full, so the guest could not be told about it).
+    fn full(&self) -> bool {
+        self.conns.len() + self.pending.len() >= self.max_connections || self.ctrl.len() >= MAX_CTRL
+    }
+
+    /// Queues a control packet for the guest, unless the queue is full (see
+    /// [`MAX_CTRL`]).
+    fn push_ctrl(&mut self, c: Ctrl) {
+        if self.ctrl.len() < MAX_CTRL {
+            self.ctrl.push_back(c);
+        }
     }
 
     /// The epoll descriptor that becomes readable when a host socket has news.
@@ -109,7 +142,7 @@ impl Muxer {
     }
 
     fn reset(&mut self, local_port: u32, peer_port: u32) {
-        self.ctrl.push_back(Ctrl {
+        self.push_ctrl(Ctrl {
             local_port,
             peer_port,
             op: OP_RST,
@@ -141,6 +174,13 @@ impl Muxer {
         if pkt.op == OP_REQUEST {
             match token {
                 Some(_) => self.reset(key.0, key.1),
+                None if self.full() => {
+                    log::debug!(
+                        "vsock: refusing a guest connection: {} open",
+                        self.conns.len()
+                    );
+                    self.reset(key.0, key.1)
+                }
                 None => self.connect_to_host(&pkt),
             }
             return;
@@ -181,7 +221,7 @@ impl Muxer {
                 }
             }
             OP_CREDIT_UPDATE => {}
-            OP_CREDIT_REQUEST => self.ctrl.push_back(Ctrl {
+            OP_CREDIT_REQUEST => self.push_ctrl(Ctrl {
                 local_port: key.0,
                 peer_port: key.1,
                 op: OP_CREDIT_UPDATE,
@@ -195,17 +235,16 @@ impl Muxer {
     fn connect_to_host(&mut self, pkt: &GuestPacket) {
         let mut path = self.uds_path.clone().into_os_string();
         path.push(format!("_{}", pkt.dst_port));
-        let stream = match UnixStream::connect(&path) {
+        // Non-blocking from the start: a host listener that stopped accepting (its
+        // backlog full) refuses at once instead of blocking the device's thread.
+        let stream = match connect_nonblocking(Path::new(&path)) {
             Ok(s) => s,
             Err(e) => {
                 log::debug!("vsock: guest connection to {path:?} refused: {e}");
                 return self.reset(pkt.dst_port, pkt.src_port);
             }
         };
-        let token = match stream
-            .set_nonblocking(true)
-            .and_then(|()| self.register(stream.as_raw_fd()))
-        {
+        let token = match self.register(stream.as_raw_fd()) {
             Ok(t) => t,
             Err(e) => {
                 log::warn!("vsock: cannot watch {path:?}: {e}");
@@ -216,7 +255,7 @@ impl Muxer {
         c.update_peer_credit(pkt.buf_alloc, pkt.fwd_cnt);
         self.conns.insert(token, c);
         self.by_ports.insert((pkt.dst_port, pkt.src_port), token);
-        self.ctrl.push_back(Ctrl {
+        self.push_ctrl(Ctrl {
             local_port: pkt.dst_port,
             peer_port: pkt.src_port,
             op: OP_RESPONSE,
@@ -237,7 +276,7 @@ impl Muxer {
             Flush::Done => {
                 if c.credit_update_due() {
                     let (l, p) = (c.local_port, c.peer_port);
-                    self.ctrl.push_back(Ctrl {
+                    self.push_ctrl(Ctrl {
                         local_port: l,
                         peer_port: p,
                         op: OP_CREDIT_UPDATE,
@@ -289,6 +328,10 @@ impl Muxer {
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
+                Ok((stream, _)) if self.full() => {
+                    log::debug!("vsock: refusing a host client: {} open", self.conns.len());
+                    drop(stream);
+                }
                 Ok((stream, _)) => {
                     let token = match stream
                         .set_nonblocking(true)
@@ -361,7 +404,7 @@ impl Muxer {
         c.readable = true;
         self.conns.insert(token, c);
         self.by_ports.insert((local_port, peer_port), token);
-        self.ctrl.push_back(Ctrl {
+        self.push_ctrl(Ctrl {
             local_port,
             peer_port,
             op: OP_REQUEST,
@@ -434,7 +477,7 @@ impl Muxer {
                     if c.finished() {
                         self.remove(token, true);
                     } else {
-                        self.ctrl.push_back(Ctrl {
+                        self.push_ctrl(Ctrl {
                             local_port: l,
                             peer_port: p,
                             op: OP_SHUTDOWN,
@@ -465,6 +508,49 @@ impl Muxer {
         }
         None
     }
+}
+
+/// Connects to the Unix socket `path` without blocking: a listener whose backlog is
+/// full answers `EAGAIN` at once.
+fn connect_nonblocking(path: &Path) -> std::io::Result<UnixStream> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: creates a new descriptor, owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nobody else owns.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
 }
 
 impl Drop for Muxer {
@@ -510,6 +596,77 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A guest connect loop: connections past the limit are reset, the host side keeps
+    /// at most the limit open.
+    #[test]
+    fn a_guest_connect_loop_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("v.sock");
+        let mut m = Muxer::with_limit(&uds, 8).unwrap();
+        let host = UnixListener::bind(dir.path().join("v.sock_52")).unwrap();
+        for port in 0..20 {
+            m.handle_guest(pkt(1000 + port, 52, OP_REQUEST, b""), CID);
+        }
+        assert_eq!(m.connections(), 8);
+        let out = drain(&mut m);
+        let ops: Vec<u16> = out.iter().map(|(h, _)| h.op).collect();
+        assert_eq!(ops.iter().filter(|&&o| o == OP_RESPONSE).count(), 8);
+        assert_eq!(ops.iter().filter(|&&o| o == OP_RST).count(), 12);
+        // Host clients past the limit are closed at once.
+        let mut extra = UnixStream::connect(&uds).unwrap();
+        extra.write_all(b"CONNECT 9\n").unwrap();
+        m.process_host_events();
+        assert_eq!(m.connections(), 8);
+        let mut b = [0u8; 1];
+        extra
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        assert!(
+            matches!(extra.read(&mut b), Ok(0) | Err(_)),
+            "closed by the device"
+        );
+        drop(host);
+    }
+
+    /// A guest that posts no receive buffers while provoking resets: the control queue
+    /// stays bounded.
+    #[test]
+    fn a_guest_that_reads_nothing_cannot_grow_the_control_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Muxer::new(&dir.path().join("v.sock")).unwrap();
+        for port in 0..50_000u32 {
+            m.handle_guest(pkt(port, 7, OP_RW, b"x"), CID);
+        }
+        assert!(m.ctrl.len() <= MAX_CTRL, "{}", m.ctrl.len());
+        assert!(m.full(), "and new connections are refused meanwhile");
+    }
+
+    /// A listening socket at `path` whose backlog holds `backlog` connections.
+    fn listener_with_backlog(path: &Path, backlog: i32) -> UnixListener {
+        // std listens with a large backlog; listen(2) again makes it small.
+        let l = UnixListener::bind(path).unwrap();
+        // SAFETY: listen(2) on a socket this function owns; it only changes the backlog.
+        assert_eq!(unsafe { libc::listen(l.as_raw_fd(), backlog) }, 0);
+        l
+    }
+
+    /// A host listener that stopped accepting: once its backlog is full the guest's
+    /// connections are refused at once, never blocking the device.
+    #[test]
+    fn a_host_listener_that_does_not_accept_cannot_block_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Muxer::new(&dir.path().join("v.sock")).unwrap();
+        let _stuck = listener_with_backlog(&dir.path().join("v.sock_60"), 1);
+        let t = std::time::Instant::now();
+        for port in 0..50 {
+            m.handle_guest(pkt(2000 + port, 60, OP_REQUEST, b""), CID);
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        assert!(m.connections() <= 2, "{} connected", m.connections());
+        let long = dir.path().join("x".repeat(200));
+        assert!(connect_nonblocking(&long).is_err());
     }
 
     #[test]
