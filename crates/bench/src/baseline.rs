@@ -221,7 +221,13 @@ mod tests {
         assert_eq!(s.cmdline, format!("{DEFAULT_BOOT_ARGS} lpj=1 quiet"));
         assert_eq!((s.vcpus, s.mem_mib), (1, 256));
         assert_eq!(s.agent_socket, Some(PathBuf::from("/run/x/agent.sock")));
-        assert_eq!(s.serial, SerialOut::File("/run/x/console.log".into()));
+        assert_eq!(
+            s.serial,
+            SerialOut::Capped {
+                path: "/run/x/console.log".into(),
+                max_bytes: ec1_sandbox::CONSOLE_LOG_MAX
+            }
+        );
         assert!(s.drives.is_empty());
         assert_eq!(s.initrd, Some(PathBuf::from("/i")));
     }
@@ -269,6 +275,7 @@ mod tests {
             tsc_khz: Some(1000),
             qmp_fd: 7,
             boot_timer_fd: 8,
+            console_fd: None,
             ram_fd: None,
         };
         let full = qemu_args(&spec, &ctx).unwrap();

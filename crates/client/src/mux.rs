@@ -106,8 +106,8 @@ impl Mux {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("removing a stale agent socket")(e)),
         }
-        let listener =
-            UnixListener::bind(listen_path).map_err(io_err("binding the agent socket"))?;
+        let listener = crate::private_socket::bind_private(listen_path)
+            .map_err(io_err("binding the agent socket"))?;
         let stopping = Arc::new(AtomicBool::new(false));
         let shared: Arc<Mutex<Option<Arc<Shared>>>> = Arc::default();
         let (up_path, stop, slot) = (upstream.to_path_buf(), stopping.clone(), shared.clone());
@@ -180,6 +180,11 @@ fn serve(
             break;
         }
         let Ok(conn) = conn else { continue };
+        // Whoever connects can run commands in the guest: only this user or root.
+        if !crate::private_socket::peer_is_trusted(&conn) {
+            log::warn!("agent multiplexer: refusing a connection from another user");
+            continue;
+        }
         if let Err(e) = sh.clone().add_client(conn) {
             log::warn!("agent multiplexer: cannot serve a client: {e}");
         }

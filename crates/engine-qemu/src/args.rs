@@ -87,6 +87,8 @@ pub struct ArgsContext {
     pub qmp_fd: RawFd,
     /// QEMU's end of a connected socket pair that carries the boot-timer port's bytes.
     pub boot_timer_fd: RawFd,
+    /// For [`SerialOut::Capped`]: QEMU's end of the socket pair its console goes to.
+    pub console_fd: Option<RawFd>,
     /// For [`MemoryBacking::Shared`]: the memfd that QEMU inherits and maps as guest
     /// RAM (the engine keeps its own descriptor of it to save the RAM).
     pub ram_fd: Option<RawFd>,
@@ -263,6 +265,11 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
         SerialOut::Stdio => "stdio,id=ser0,signal=off".into(),
         SerialOut::File(p) => with_path("file,id=ser0,path=", p, ",append=on"),
         SerialOut::Null => "null,id=ser0".into(),
+        SerialOut::Capped { path, .. } => match ctx.console_fd {
+            Some(fd) => format!("socket,id=ser0,fd={fd}").into(),
+            // Without one (a command line shown, not run): the file itself.
+            None => with_path("file,id=ser0,path=", path, ""),
+        },
     };
     a.opt("-chardev", serial).opt("-serial", "chardev:ser0");
 
@@ -423,6 +430,7 @@ mod tests {
             tsc_khz: Some(2_445_424),
             qmp_fd: 10,
             boot_timer_fd: 11,
+            console_fd: None,
             ram_fd: None,
         }
     }

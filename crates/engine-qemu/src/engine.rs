@@ -199,6 +199,7 @@ impl QemuEngine {
             tsc_khz: self.tsc_khz,
             qmp_fd: 3,
             boot_timer_fd: 4,
+            console_fd: None,
             ram_fd: None,
         }
     }
@@ -270,6 +271,14 @@ impl QemuEngine {
             .map_err(|e| EngineError::io(format!("connecting to {}", qmp_path.display()), e))?;
         let (boot_ours, boot_qemu) = UnixStream::pair()
             .map_err(|e| EngineError::io("creating the boot-timer socket pair", e))?;
+        let console = match &spec.serial {
+            SerialOut::Capped { path, max_bytes } => {
+                let (ours, qemu) = UnixStream::pair()
+                    .map_err(|e| EngineError::io("creating the console socket pair", e))?;
+                Some((ours, qemu, path.clone(), *max_bytes))
+            }
+            _ => None,
+        };
         let ram = match spec.memory {
             ec1_engine::MemoryBacking::Shared => Some(crate::memfd::guest_ram(spec.mem_mib)?),
             _ => None,
@@ -282,6 +291,7 @@ impl QemuEngine {
         let ctx = ArgsContext {
             qmp_fd: listener.as_raw_fd(),
             boot_timer_fd: boot_qemu.as_raw_fd(),
+            console_fd: console.as_ref().map(|c| c.1.as_raw_fd()),
             ram_fd: ram_qemu.as_ref().map(|f| f.as_raw_fd()),
             ..self.args_context()
         };
@@ -317,6 +327,7 @@ impl QemuEngine {
         let last_exit = Arc::new(Mutex::new(None::<(String, String)>));
         let readers = Arc::new(Readers::default());
         let boot_guard = readers.enter();
+        let console_guard = console.as_ref().map(|_| readers.enter());
         let qmp_guard = readers.enter();
 
         let on_exit = {
@@ -341,6 +352,10 @@ impl QemuEngine {
                 exit.record(reason);
             })
         };
+        let (console_ours, console_qemu) = match console {
+            Some((ours, qemu, path, max)) => (Some((ours, path, max)), Some(OwnedFd::from(qemu))),
+            None => (None, None),
+        };
         let child = process::spawn(
             SpawnConfig {
                 program: self.binary.clone(),
@@ -348,6 +363,7 @@ impl QemuEngine {
                 pass_fds: [OwnedFd::from(listener), OwnedFd::from(boot_qemu)]
                     .into_iter()
                     .chain(ram_qemu)
+                    .chain(console_qemu)
                     .collect(),
                 inherit_stdio: spec.serial == SerialOut::Stdio,
                 thread_name: thread_name(&spec.id),
@@ -366,6 +382,14 @@ impl QemuEngine {
                 EngineError::io("starting the boot-timer reader", e),
                 false,
             ));
+        }
+        if let (Some((socket, path, max)), Some(guard)) = (console_ours, console_guard) {
+            if let Err(e) = crate::console::spawn_writer(socket, path.clone(), max, guard) {
+                return Err(abort(
+                    EngineError::io(format!("writing the console log {}", path.display()), e),
+                    false,
+                ));
+            }
         }
         let on_event = {
             let cause = cause.clone();

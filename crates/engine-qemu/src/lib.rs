@@ -30,6 +30,7 @@ mod args;
 mod balloon;
 mod boot_timer;
 mod capabilities;
+mod console;
 mod devices;
 mod drain;
 mod engine;

@@ -103,7 +103,7 @@ pub(crate) fn check_spec(spec: &VmSpec) -> Result<(), EngineError> {
     if let Some(i) = &spec.initrd {
         check_no_nul("the initrd path", i.as_os_str().as_bytes())?;
     }
-    if let SerialOut::File(p) = &spec.serial {
+    if let SerialOut::File(p) | SerialOut::Capped { path: p, .. } = &spec.serial {
         check_no_nul("the serial output path", p.as_os_str().as_bytes())?;
     }
     if let MemoryBacking::File { path, .. } = &spec.memory {

@@ -46,6 +46,10 @@ pub enum SerialOut {
     Stdio,
     /// Output only, appended to a file or written to a FIFO.
     File(PathBuf),
+    /// Output only, to a file that keeps at most the last `max_bytes` (it may hold up
+    /// to twice that between trims): a guest flooding its console cannot fill the
+    /// host's disk. For consoles ec1 keeps for itself (to explain a failure).
+    Capped { path: PathBuf, max_bytes: u64 },
     /// Discarded.
     Null,
 }

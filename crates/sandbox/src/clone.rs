@@ -18,6 +18,7 @@ pub(crate) fn key_of(
     opts: &SandboxOptions,
     cache: &TemplateCache,
 ) -> Result<(String, template::TemplateInputs, Arc<dyn Engine>), SandboxError> {
+    cache.check_trusted()?;
     let engine = make_engine_cached(&opts.engine, opts.guest_arch()?, cache.root())?;
     let facts = template::facts(opts, engine.as_ref(), cache.root())?;
     let inputs = template::gather(opts, &facts)?;
@@ -111,7 +112,10 @@ fn host_spec(opts: &SandboxOptions, run_dir: &Path) -> VmSpec {
         smt: false,
         mem_mib: opts.mem_mib,
         drives: Vec::new(),
-        serial: SerialOut::File(run_dir.join(crate::pool::CONSOLE_LOG)),
+        serial: SerialOut::Capped {
+            path: run_dir.join(crate::pool::CONSOLE_LOG),
+            max_bytes: crate::sandbox::CONSOLE_LOG_MAX,
+        },
         agent_socket: Some(run_dir.join(crate::pool::AGENT_SOCKET)),
         memory: MemoryBacking::Anonymous,
         run_dir: run_dir.to_path_buf(),

@@ -22,8 +22,8 @@ pub use engine_choice::{make_engine, make_engine_cached};
 pub use error::SandboxError;
 pub use inject::{agent_socket_for, InjectAgent};
 pub use sandbox::{
-    default_boot_args, spec_for, RootMode, Sandbox, SandboxOptions, DEFAULT_BOOT_ARGS,
-    DEFAULT_BOOT_ARGS_AARCH64,
+    default_boot_args, spec_for, RootMode, Sandbox, SandboxOptions, CONSOLE_LOG_MAX,
+    DEFAULT_BOOT_ARGS, DEFAULT_BOOT_ARGS_AARCH64,
 };
 pub use template::TemplateCache;
 pub use timings::{BootPath, BootTimings, RestoreTimings, TemplateBuild};

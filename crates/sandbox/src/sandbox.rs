@@ -14,6 +14,13 @@ use std::time::{Duration, Instant};
 /// goes to the image in well under this, even under TCG).
 pub const QUIESCE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The guest console a sandbox keeps (to explain a failure): its last 1 MiB, so at
+/// most 2 MiB of disk whatever the guest writes to its console.
+pub const CONSOLE_LOG_MAX: u64 = 1 << 20;
+
+/// How much of the console's end [`tail`] reads.
+const TAIL_READ: u64 = 64 * 1024;
+
 /// How long the image's own init (hand-off mode) may take to shut the guest down once
 /// asked, before the VM is stopped anyway (what was written had been synced first).
 pub const INIT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -300,6 +307,11 @@ impl Sandbox {
         &self.client
     }
 
+    /// The file the guest's console goes to (its last [`CONSOLE_LOG_MAX`] bytes or so).
+    pub fn console_log(&self) -> &Path {
+        &self.console
+    }
+
     /// The engine running the guest.
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
@@ -459,7 +471,10 @@ pub fn spec_for(
         smt: false,
         mem_mib: opts.mem_mib,
         drives,
-        serial: SerialOut::File(run_dir.join("console.log")),
+        serial: SerialOut::Capped {
+            path: run_dir.join("console.log"),
+            max_bytes: CONSOLE_LOG_MAX,
+        },
         agent_socket: Some(run_dir.join("agent.sock")),
         memory: MemoryBacking::Anonymous,
         run_dir: run_dir.to_path_buf(),
@@ -467,8 +482,15 @@ pub fn spec_for(
     })
 }
 
+/// The last `lines` lines of the console log, reading only its last 64 KiB.
 pub(crate) fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL_READ)));
+        let _ = f.take(TAIL_READ).read_to_end(&mut text);
+    }
     let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -488,7 +510,13 @@ mod tests {
         assert!(s.drives.is_empty());
         assert_eq!(s.cmdline, DEFAULT_BOOT_ARGS);
         assert_eq!(s.agent_socket, Some(PathBuf::from("/run/x/agent.sock")));
-        assert_eq!(s.serial, SerialOut::File("/run/x/console.log".into()));
+        assert_eq!(
+            s.serial,
+            SerialOut::Capped {
+                path: "/run/x/console.log".into(),
+                max_bytes: CONSOLE_LOG_MAX
+            }
+        );
         assert_eq!((s.vcpus, s.mem_mib), (1, 256));
     }
 
@@ -570,5 +598,11 @@ mod tests {
     #[test]
     fn tail_of_missing_file_is_empty() {
         assert_eq!(tail(Path::new("/nonexistent/x"), 5), "");
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("console.log");
+        let mut big = "x".repeat(1 << 20);
+        big.push_str("\nsecond last\nlast");
+        std::fs::write(&p, big).unwrap();
+        assert_eq!(tail(&p, 2), "second last\nlast");
     }
 }

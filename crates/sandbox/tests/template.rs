@@ -241,6 +241,34 @@ fn broken_templates_and_writable_roots_boot_cold() {
     );
 }
 
+/// A guest flooding its console: the log ec1 keeps stays within twice its cap and
+/// holds the end of what was written.
+#[test]
+fn a_console_flood_is_capped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = TemplateCache::at(tmp.path().join("templates"));
+    let sb = Sandbox::from_template(&opts(), &cache).unwrap();
+    sh(
+        &sb,
+        "head -c 3000000 /dev/zero | tr '\\0' x > /dev/console; echo the-end > /dev/console",
+    );
+    let log = std::fs::read(sb.console_log()).unwrap();
+    assert!(
+        log.len() as u64 <= 2 * ec1_sandbox::CONSOLE_LOG_MAX,
+        "{} bytes",
+        log.len()
+    );
+    assert!(
+        log.len() as u64 >= ec1_sandbox::CONSOLE_LOG_MAX,
+        "{} bytes",
+        log.len()
+    );
+    assert!(String::from_utf8_lossy(&log)
+        .trim_end()
+        .ends_with("the-end"));
+    sb.shutdown().unwrap();
+}
+
 #[test]
 fn concurrent_first_starts_build_one_template() {
     let tmp = tempfile::tempdir().unwrap();

@@ -333,6 +333,10 @@ impl Machine {
                 SerialOut::File(p) => SerialOut::File(p.clone()),
                 SerialOut::Stdio => SerialOut::Stdio,
                 SerialOut::Null => SerialOut::Null,
+                SerialOut::Capped { path, max_bytes } => SerialOut::Capped {
+                    path: path.clone(),
+                    max_bytes: *max_bytes,
+                },
             },
             agent_socket,
             memory: MemoryBacking::File {

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -190,8 +190,8 @@ pub fn serve(
         )));
     }
     let _ = std::fs::remove_file(&socket);
-    let listener =
-        UnixListener::bind(&socket).map_err(io(format!("listening on {}", socket.display())))?;
+    let listener = ec1_client::bind_private(&socket)
+        .map_err(io(format!("listening on {}", socket.display())))?;
     let members = Arc::new(Members::default());
     let filler = {
         let (opts, cache, key, members, stop) = (
@@ -217,6 +217,11 @@ pub fn serve(
             break;
         }
         let Ok(conn) = conn else { continue };
+        // A claim hands over a running guest: only this user or root.
+        if !ec1_client::peer_is_trusted(&conn) {
+            log::warn!("pool: refusing a claim from another user");
+            continue;
+        }
         claims.retain(|(_, t)| !t.is_finished());
         let ctl = match conn.try_clone() {
             Ok(c) => c,

@@ -107,6 +107,36 @@ impl TemplateCache {
         &self.root
     }
 
+    /// Refuses a cache that another user could write: a template is a machine to
+    /// restore, and one planted by someone else would run as this user (`sudo -E ec1
+    /// run` must not load a normal user's templates). The root, if it exists, must
+    /// belong to this user and not be writable by group or others.
+    pub fn check_trusted(&self) -> Result<(), SandboxError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = match std::fs::metadata(&self.root) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(format!("reading {}", self.root.display()))(e)),
+        };
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(SandboxError::Options(format!(
+                "the template cache {} belongs to uid {}, not to this user (uid {me}): its templates could have been planted; use a cache of your own (XDG_CACHE_HOME) or remove it",
+                self.root.display(),
+                meta.uid()
+            )));
+        }
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(SandboxError::Options(format!(
+                "the template cache {} is writable by other users (mode {:o}): chmod go-w it",
+                self.root.display(),
+                meta.permissions().mode() & 0o777
+            )));
+        }
+        Ok(())
+    }
+
     /// Where the template `key` lives (whether or not it exists).
     pub fn dir(&self, key: &str) -> PathBuf {
         self.root.join(key)
@@ -321,6 +351,30 @@ mod tests {
             },
         )?;
         Ok(7)
+    }
+
+    #[test]
+    fn a_cache_another_user_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let cache = TemplateCache::at(d.path().join("templates"));
+        cache.check_trusted().unwrap(); // not there yet: it will be ours
+        std::fs::create_dir(cache.root()).unwrap();
+        cache.check_trusted().unwrap();
+        std::fs::set_permissions(cache.root(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = cache.check_trusted().unwrap_err().to_string();
+        assert!(e.contains("writable by other users"), "{e}");
+        std::fs::set_permissions(cache.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Another user's cache (the suite runs as root, which can make one).
+        std::os::unix::fs::chown(cache.root(), Some(65534), Some(65534)).unwrap();
+        let e = cache.check_trusted().unwrap_err().to_string();
+        assert!(e.contains("belongs to uid 65534"), "{e}");
+        let opts = crate::SandboxOptions::default();
+        let e = crate::Sandbox::from_template(&opts, &cache)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("belongs to uid 65534"), "{e}");
     }
 
     #[test]
