@@ -167,28 +167,35 @@ fn imds_format(v: &Value) -> Option<String> {
     }
 }
 
-fn random_token() -> String {
+/// Fills `buf` from the OS's random source.
+fn os_random(buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: writes at most `buf.len()` bytes into a live buffer.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// A session token of 32 random bytes from `fill`, or `None` if the random source
+/// failed: the token then fails closed (none is issued) rather than falling back to
+/// something guessable.
+fn random_token(mut fill: impl FnMut(&mut [u8]) -> std::io::Result<usize>) -> Option<String> {
     let mut bytes = [0u8; 32];
     let mut filled = 0;
     while filled < bytes.len() {
-        // SAFETY: writes at most the remaining length into a live buffer.
-        let n = unsafe {
-            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
-        };
-        if n > 0 {
-            filled += n as usize;
-        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            // getrandom(2) does not fail on Linux once the pool is up; if it ever did, a
-            // token from the clock is still unique (though guessable).
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos();
-            bytes[..16].copy_from_slice(&t.to_le_bytes());
-            break;
+        match fill(&mut bytes[filled..]) {
+            Ok(0) => return None,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::error!("MMDS: no session token: the OS random source failed: {e}");
+                return None;
+            }
         }
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The guest's MMDS: Firecracker's request handling over the shared [`MmdsStore`].
@@ -215,8 +222,8 @@ impl MmdsService {
         tokens.get(token).is_some_and(|exp| *exp > now)
     }
 
-    fn new_token(&self, ttl: u32, now: Instant) -> String {
-        let token = random_token();
+    fn new_token(&self, ttl: u32, now: Instant) -> Option<String> {
+        let token = random_token(os_random)?;
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         if tokens.len() >= MAX_TOKENS {
             tokens.retain(|_, exp| *exp > now);
@@ -231,7 +238,7 @@ impl MmdsService {
             }
         }
         tokens.insert(token.clone(), now + Duration::from_secs(u64::from(ttl)));
-        token
+        Some(token)
     }
 
     /// Answers `req` as of `now`.
@@ -325,7 +332,10 @@ impl MmdsService {
                 ),
             );
         }
-        MetadataResponse::text(200, self.new_token(ttl, now))
+        match self.new_token(ttl, now) {
+            Some(token) => MetadataResponse::text(200, token),
+            None => MetadataResponse::text(500, "Failed to generate a session token.".to_string()),
+        }
     }
 }
 
@@ -594,6 +604,32 @@ mod tests {
         );
         assert_eq!(empty.answer_at(&req("GET", "/", &[]), now).status, 200);
         assert_eq!(empty.answer_at(&req("GET", "/a", &[]), now).status, 404);
+    }
+
+    #[test]
+    fn tokens_fail_closed_without_randomness() {
+        let t = random_token(os_random).unwrap();
+        assert_eq!(t.len(), 64);
+        assert_ne!(random_token(os_random).unwrap(), t);
+        assert_eq!(
+            random_token(|_| Err(std::io::Error::from_raw_os_error(libc::ENOSYS))),
+            None
+        );
+        assert_eq!(random_token(|_| Ok(0)), None);
+        let mut calls = 0;
+        let partial = random_token(|b| {
+            calls += 1;
+            if calls == 1 {
+                return Err(std::io::Error::from_raw_os_error(libc::EINTR));
+            }
+            b[0] = 1;
+            Ok(1)
+        });
+        assert_eq!(
+            partial.unwrap(),
+            "01".repeat(32),
+            "interrupted and short reads go on"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::io;
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -39,9 +39,27 @@ enum Out {
     Data(Kind, bool, u32, Vec<u8>),
 }
 
+/// Bytes queued for one client that it has not taken off its socket yet. With flow
+/// control a well-behaved agent keeps at most a window per stream in flight (256 KiB),
+/// so this is 128 windows: past it, the agent ignores credit or the client stopped
+/// reading, and the client is disconnected rather than the queue grown.
+const MAX_CLIENT_QUEUE: usize = 32 << 20;
+
+impl Out {
+    /// What it costs in the queue.
+    fn cost(&self) -> usize {
+        match self {
+            Out::Control(..) => 64,
+            Out::Data(_, _, _, payload) => 64 + payload.len(),
+        }
+    }
+}
+
 /// One served client.
 struct ClientEntry {
     tx: Sender<Out>,
+    /// Bytes in `tx`'s queue (see [`MAX_CLIENT_QUEUE`]).
+    queued: Arc<AtomicUsize>,
     /// Its session ids → the channel's.
     sessions: HashMap<u32, u32>,
     /// To close its connection when the channel ends.
@@ -195,6 +213,8 @@ fn serve(
 impl Shared {
     fn add_client(self: Arc<Self>, conn: UnixStream) -> io::Result<()> {
         let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer_queued = queued.clone();
         let id = {
             let mut r = lock(&self.routes);
             r.next_client += 1;
@@ -203,6 +223,7 @@ impl Shared {
                 id,
                 ClientEntry {
                     tx,
+                    queued,
                     sessions: HashMap::new(),
                     stream: conn.try_clone()?,
                 },
@@ -212,7 +233,7 @@ impl Shared {
         let writer = conn.try_clone()?;
         std::thread::Builder::new()
             .name("ec1-mux-write".into())
-            .spawn(move || client_writer(writer, rx))?;
+            .spawn(move || client_writer(writer, rx, &writer_queued))?;
         std::thread::Builder::new()
             .name("ec1-mux-read".into())
             .spawn(move || {
@@ -225,6 +246,15 @@ impl Shared {
     /// Queues `out` for client `id`.
     fn to_client(routes: &Routes, id: u64, out: Out) {
         if let Some(c) = routes.clients.get(&id) {
+            let cost = out.cost();
+            if c.queued.fetch_add(cost, Ordering::SeqCst) + cost > MAX_CLIENT_QUEUE {
+                // Its writer ends on the shut socket; its reader then drops it.
+                log::warn!(
+                    "agent multiplexer: a client has {MAX_CLIENT_QUEUE} bytes waiting: disconnecting it"
+                );
+                let _ = c.stream.shutdown(Shutdown::Both);
+                return;
+            }
             let _ = c.tx.send(out);
         }
     }
@@ -407,7 +437,9 @@ impl Shared {
                     for c in r.clients.values_mut() {
                         c.sessions.clear();
                         let reason = reason.clone();
-                        let _ = c.tx.send(Out::Control(0, Msg::Reset { reason }));
+                        let out = Out::Control(0, Msg::Reset { reason });
+                        c.queued.fetch_add(out.cost(), Ordering::SeqCst);
+                        let _ = c.tx.send(out);
                     }
                 }
                 Frame::Control { session: 0, .. } => {}
@@ -489,8 +521,9 @@ fn ends_session(msg: &Msg) -> bool {
     )
 }
 
-fn client_writer(mut w: UnixStream, rx: Receiver<Out>) {
+fn client_writer(mut w: UnixStream, rx: Receiver<Out>, queued: &AtomicUsize) {
     for out in rx {
+        queued.fetch_sub(out.cost(), Ordering::SeqCst);
         let r = match out {
             Out::Control(session, msg) => write_msg(&mut w, session, &msg),
             Out::Data(kind, eof, session, payload) => {
@@ -554,6 +587,17 @@ mod tests {
                     }) => {
                         assert!(live.insert(session), "session {session} reused while live");
                         seen.push(session);
+                        if req.argv[0] == b"flood" {
+                            // A hostile agent: output far past any credit.
+                            write_msg(&mut w, session, &Msg::Started { pid: session }).unwrap();
+                            let chunk = vec![b'x'; 60_000];
+                            for _ in 0..1200 {
+                                if write_frame(&mut w, Kind::Stdout, 0, session, &chunk).is_err() {
+                                    break;
+                                }
+                            }
+                            continue;
+                        }
                         if req.argv[0] == b"reset" {
                             live.clear();
                             let reason = "test".into();
@@ -613,5 +657,37 @@ mod tests {
         drop((a, b));
         let seen = agent.join().unwrap();
         assert_eq!(seen.len(), 20 + 20 + 1 + 1);
+    }
+
+    /// A client that stops reading while a hostile agent floods its session: the mux
+    /// disconnects it once its queue passes the bound, instead of growing.
+    #[test]
+    fn a_client_that_does_not_read_is_disconnected_not_buffered_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let channel = dir.path().join("channel.sock");
+        let public = dir.path().join("agent.sock");
+        let _agent = fake_agent(UnixListener::bind(&channel).unwrap());
+        let mux = Mux::start(&channel, &public, Duration::from_secs(10)).unwrap();
+        let mut raw = UnixStream::connect(&public).unwrap();
+        let hello = Msg::Hello {
+            min_version: PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            nonce: 7,
+        };
+        write_msg(&mut raw, 0, &hello).unwrap();
+        let req = crate::Command::new("flood").req.clone();
+        write_msg(&mut raw, 1, &Msg::Exec(req)).unwrap();
+        // Never read: the flood (72 MB) passes the bound and the client is dropped.
+        let gone = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            let shared = lock(&mux.shared).clone();
+            shared.is_some_and(|s| lock(&s.routes).clients.is_empty())
+        });
+        assert!(gone, "the client is disconnected");
+        // Reading now finds the end of the stream (after what was already sent).
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut raw, &mut sink);
+        assert!(sink.len() < 64 << 20, "{} bytes", sink.len());
     }
 }

@@ -631,15 +631,33 @@ impl Msg {
             tag::STARTED => Msg::Started { pid: d.u32("pid")? },
             tag::EXITED => {
                 let how = match d.u8("termination")? {
+                    // Range-checked: a status outside what a process can end with
+                    // (from a broken or hostile agent) is refused, not passed on as
+                    // the host's own exit status.
                     0 => {
                         let c = d.i32("exit code")?;
                         d.bool("core flag")?;
+                        if !(0..=255).contains(&c) {
+                            return Err(DecodeError::Invalid {
+                                what: "exit code",
+                                why: format!("{c} is not 0..=255"),
+                            });
+                        }
                         Termination::Code(c)
                     }
-                    1 => Termination::Signal {
-                        signal: d.i32("signal")?,
-                        core_dumped: d.bool("core flag")?,
-                    },
+                    1 => {
+                        let signal = d.i32("signal")?;
+                        if !(1..=64).contains(&signal) {
+                            return Err(DecodeError::Invalid {
+                                what: "signal",
+                                why: format!("{signal} is not 1..=64"),
+                            });
+                        }
+                        Termination::Signal {
+                            signal,
+                            core_dumped: d.bool("core flag")?,
+                        }
+                    }
                     v => return Err(invalid("termination", v)),
                 };
                 Msg::Exited {
@@ -1038,6 +1056,43 @@ mod tests {
             if let Some(s) = Stream::from_u8(v) {
                 assert_eq!(s as u8, v);
             }
+        }
+    }
+
+    #[test]
+    fn exit_statuses_out_of_range_are_refused() {
+        for how in [
+            Termination::Code(-1),
+            Termination::Code(256),
+            Termination::Signal {
+                signal: 0,
+                core_dumped: false,
+            },
+            Termination::Signal {
+                signal: 65,
+                core_dumped: true,
+            },
+        ] {
+            let m = Msg::Exited {
+                how,
+                timed_out: false,
+            };
+            let e = Msg::decode(&m.encode().unwrap()).unwrap_err();
+            assert!(matches!(e, DecodeError::Invalid { .. }), "{how:?}: {e}");
+        }
+        for how in [
+            Termination::Code(0),
+            Termination::Code(255),
+            Termination::Signal {
+                signal: 64,
+                core_dumped: false,
+            },
+        ] {
+            let m = Msg::Exited {
+                how,
+                timed_out: true,
+            };
+            assert_eq!(Msg::decode(&m.encode().unwrap()).unwrap(), m);
         }
     }
 }
