@@ -4,6 +4,7 @@
 mod args;
 mod cp_cmd;
 mod exec_cmd;
+pub mod jailer;
 mod kernel_cmd;
 mod pool_cmd;
 mod run_cmd;
@@ -21,6 +22,28 @@ use clap::Parser;
 
 /// Parses the process arguments, runs the command and returns the exit code.
 pub fn main() -> i32 {
+    // Firecracker's jailer: `ec1 jailer ...`, or this binary under the name `jailer`.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    if invoked_as.as_deref() == Some("jailer") || argv.get(1).is_some_and(|a| a == "jailer") {
+        if invoked_as.as_deref() != Some("jailer") {
+            argv.remove(1);
+        }
+        return match <jailer::JailerArgs as clap::Parser>::try_parse_from(&argv) {
+            Ok(a) => jailer::run(&a),
+            Err(e) => {
+                let _ = e.print();
+                if e.use_stderr() {
+                    2
+                } else {
+                    0
+                }
+            }
+        };
+    }
     ec1_trace::init();
     register_engines();
     let cli = match Cli::try_parse() {

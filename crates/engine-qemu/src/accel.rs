@@ -57,6 +57,8 @@ impl AccelChoice {
 pub struct HostProbe {
     pub dev_kvm: PathBuf,
     pub sys_module: PathBuf,
+    /// `/proc/modules`: where a PVM KVM shows when `/sys` is not there (in a jail).
+    pub proc_modules: PathBuf,
 }
 
 impl Default for HostProbe {
@@ -64,6 +66,7 @@ impl Default for HostProbe {
         HostProbe {
             dev_kvm: PathBuf::from("/dev/kvm"),
             sys_module: PathBuf::from("/sys/module"),
+            proc_modules: PathBuf::from("/proc/modules"),
         }
     }
 }
@@ -74,7 +77,9 @@ impl HostProbe {
     /// A nested "PVM" KVM (`kvm_pvm` module loaded) runs a stock guest kernel in an
     /// instruction emulator: far slower than TCG and unreliable, so it counts as absent.
     pub fn kvm_usable(&self) -> Result<(), String> {
-        if self.sys_module.join("kvm_pvm").exists() {
+        let pvm_loaded = std::fs::read_to_string(&self.proc_modules)
+            .is_ok_and(|m| m.lines().any(|l| l.starts_with("kvm_pvm ")));
+        if self.sys_module.join("kvm_pvm").exists() || pvm_loaded {
             return Err(format!(
                 "{} is a nested PVM KVM ({} is loaded), which cannot run a stock guest kernel at speed",
                 self.dev_kvm.display(),
@@ -142,6 +147,7 @@ pub fn probe_at(root: &Path) -> HostProbe {
     HostProbe {
         dev_kvm: root.join("dev/kvm"),
         sys_module: root.join("sys/module"),
+        proc_modules: root.join("proc/modules"),
     }
 }
 
@@ -193,6 +199,24 @@ mod tests {
         assert_eq!(detect_accel(AccelChoice::Auto, x, &p), Ok(Accel::Tcg));
         let err = detect_accel(AccelChoice::Kvm, x, &p).unwrap_err();
         assert!(err.contains("PVM"), "{err}");
+    }
+
+    #[test]
+    fn a_pvm_kvm_is_seen_in_proc_modules_without_sys() {
+        let (d, p) = tree(false, true);
+        std::fs::create_dir_all(d.0.join("proc")).unwrap();
+        std::fs::write(
+            d.0.join("proc/modules"),
+            "kvm_pvm 1 0 - Live 0x0\nkvm 2 1 kvm_pvm, Live 0x0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            detect_accel(AccelChoice::Auto, Arch::X86_64, &p),
+            Ok(Accel::Tcg)
+        );
+        assert!(detect_accel(AccelChoice::Kvm, Arch::X86_64, &p)
+            .unwrap_err()
+            .contains("PVM"));
     }
 
     #[test]
