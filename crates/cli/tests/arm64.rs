@@ -4,27 +4,15 @@
 //! Firecracker API with the agent injected — drives, entropy, balloon, vsock, `ec1
 //! exec`/`ec1 cp`, a snapshot loaded by a fresh process.
 
-use ec1_testkit::{busybox_aarch64, http, kernel_aarch64, output_with_input, spawn_tied, wait_for};
+use ec1_testkit::{busybox_aarch64, http, kernel_aarch64, output_with_input, wait_for};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-const EC1: &str = env!("CARGO_BIN_EXE_ec1");
+mod common;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use common::{ok, text, vmm, Vmm, EC1};
 
 /// `ec1 run --arch aarch64` with its templates in `xdg` (this test's own), `input`
 /// on stdin.
@@ -85,49 +73,13 @@ fn run_on_arm64_builds_a_template_then_restores_it() {
     );
 }
 
-/// An `ec1 --inject-agent --api-sock` process (killed when dropped).
-struct Vmm {
-    child: std::process::Child,
-    sock: PathBuf,
-}
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn vmm(dir: &Path, name: &str) -> Vmm {
-    let sock = dir.join(format!("{name}.sock"));
-    let mut cmd = Command::new(EC1);
-    cmd.env("EC1_BUSYBOX_AARCH64", busybox_aarch64())
-        .args(["--inject-agent", "--id", name, "--api-sock"])
-        .arg(&sock)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = spawn_tied(cmd);
-    wait_for(Duration::from_secs(10), || sock.exists().then_some(()))
-        .expect("ec1 did not create its API socket");
-    Vmm { child, sock }
-}
-
 fn put(sock: &Path, path: &str, body: Value) {
-    let (code, text) = http(sock, "PUT", path, Some(&body.to_string()));
+    let (code, text) = common::put(sock, path, body);
     assert_eq!(code, 204, "PUT {path}: {text}");
 }
 
 fn exec(sock: &Path, script: &str) -> String {
-    let out = Command::new(EC1)
-        .arg("exec")
-        .arg("--api-sock")
-        .arg(sock)
-        .args(["--", "sh", "-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    ok(&out)
+    ok(&common::exec(sock, script))
 }
 
 /// Configures and starts an arm64 guest with a scratch drive, entropy and a balloon

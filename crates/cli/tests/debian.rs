@@ -9,11 +9,9 @@ use ec1_testkit::{copy_image, debian_image, mark_needs_recovery, output_with_inp
 use std::path::Path;
 use std::process::{Command, Output};
 
-const EC1: &str = env!("CARGO_BIN_EXE_ec1");
+mod common;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{ok, text, EC1};
 
 /// `ec1 run` on TCG with 256 MiB, its templates in `xdg`, `input` on stdin.
 fn run(xdg: &Path, args: &[&str], input: &[u8]) -> Output {
@@ -23,16 +21,6 @@ fn run(xdg: &Path, args: &[&str], input: &[u8]) -> Output {
         .arg(ec1_testkit::kernel())
         .args(args);
     output_with_input(cmd, input)
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 /// `e2fsck -fn`: the filesystem is clean (exit 0) and needs no recovery.

@@ -9,59 +9,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-const EC1: &str = env!("CARGO_BIN_EXE_ec1");
+mod common;
 
-/// An `ec1 --inject-agent --api-sock` process (killed when dropped).
-struct Vmm {
-    child: std::process::Child,
-    sock: std::path::PathBuf,
-}
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn vmm(dir: &Path, name: &str) -> Vmm {
-    let sock = dir.join(format!("{name}.sock"));
-    let mut cmd = Command::new(EC1);
-    cmd.args(["--inject-agent", "--id", name, "--api-sock"])
-        .arg(&sock)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = spawn_tied(cmd);
-    wait_for(Duration::from_secs(10), || sock.exists().then_some(()))
-        .expect("ec1 did not create its API socket");
-    Vmm { child, sock }
-}
-
-fn exec(sock: &Path, script: &str) -> Output {
-    Command::new(EC1)
-        .arg("exec")
-        .arg("--api-sock")
-        .arg(sock)
-        .args(["--", "sh", "-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn put(sock: &Path, path: &str, body: Value) -> (u16, String) {
-    http(sock, "PUT", path, Some(&body.to_string()))
-}
+use common::{exec, ok, put, vmm, EC1};
 
 #[test]
 fn firecracker_snapshot_create_and_load_in_a_fresh_process() {
