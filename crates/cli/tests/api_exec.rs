@@ -5,7 +5,7 @@
 
 use ec1_testkit::{
     http, kernel, output_with_input, processes_matching, pseudo_random, sha256_hex,
-    shared_temp_dir, spawn_tied, test_initramfs, wait_for,
+    shared_temp_dir, test_initramfs, wait_for,
 };
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -14,14 +14,16 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-const EC1: &str = env!("CARGO_BIN_EXE_ec1");
+mod common;
+
+use common::EC1;
 
 struct SharedVm {
     /// Removed when the test process exits.
     dir: PathBuf,
     sock: PathBuf,
     // Killed (with its engine) when the test process exits: see `spawn_tied`.
-    _ec1: std::sync::Mutex<std::process::Child>,
+    _ec1: std::sync::Mutex<common::Vmm>,
 }
 
 /// Boots the shared VM through the API: boot-source, machine-config, InstanceStart.
@@ -29,16 +31,8 @@ fn vm() -> &'static SharedVm {
     static VM: OnceLock<SharedVm> = OnceLock::new();
     VM.get_or_init(|| {
         let dir = shared_temp_dir("ec1-api-exec");
-        let sock = dir.join("fc.sock");
-        let mut cmd = Command::new(EC1);
-        cmd.args(["--inject-agent", "--id", "shared_vm", "--api-sock"])
-            .arg(&sock)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = spawn_tied(cmd);
-        wait_for(Duration::from_secs(10), || sock.exists().then_some(()))
-            .expect("ec1 did not create its API socket");
+        let ec1 = common::vmm(&dir, "shared_vm");
+        let sock = ec1.sock.clone();
         let boot = json!({
             "kernel_image_path": kernel(),
             "boot_args": "console=ttyS0 reboot=k panic=1 quiet"
@@ -58,7 +52,7 @@ fn vm() -> &'static SharedVm {
         SharedVm {
             dir,
             sock,
-            _ec1: std::sync::Mutex::new(child),
+            _ec1: std::sync::Mutex::new(ec1),
         }
     })
 }

@@ -46,16 +46,23 @@ fn host_read(img: &Path, path: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// A private copy of the cached Debian image and a template cache of its own, in a
+/// directory removed when the first item is dropped.
+fn private_copy() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("debian.ext4");
+    copy_image(&debian_image(), &img);
+    let xdg = tmp.path().join("cache");
+    (tmp, img, xdg)
+}
+
 fn sha256_of(bytes: &[u8]) -> String {
     ec1_testkit::sha256_hex(bytes)
 }
 
 #[test]
 fn what_a_command_writes_to_a_debian_root_is_there_afterwards() {
-    let tmp = tempfile::tempdir().unwrap();
-    let img = tmp.path().join("debian.ext4");
-    copy_image(&debian_image(), &img);
-    let xdg = tmp.path().join("cache");
+    let (_tmp, img, xdg) = private_copy();
     let out = run(
         &xdg,
         &[
@@ -80,12 +87,9 @@ fn what_a_command_writes_to_a_debian_root_is_there_afterwards() {
 
 #[test]
 fn a_dirty_debian_image_read_only_runs_in_the_image_and_stays_as_it_was() {
-    let tmp = tempfile::tempdir().unwrap();
-    let img = tmp.path().join("debian.ext4");
-    copy_image(&debian_image(), &img);
+    let (_tmp, img, xdg) = private_copy();
     mark_needs_recovery(&img);
     let before = sha256_of(&std::fs::read(&img).unwrap());
-    let xdg = tmp.path().join("cache");
     let ro = ["--rootfs", img.to_str().unwrap(), "--rootfs-ro"];
     let args = |extra: &[&'static str]| -> Vec<String> {
         ro.iter()
@@ -119,10 +123,7 @@ fn a_dirty_debian_image_read_only_runs_in_the_image_and_stays_as_it_was() {
 
 #[test]
 fn systemd_boots_in_hand_off_mode_and_shuts_the_guest_down_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let img = tmp.path().join("debian.ext4");
-    copy_image(&debian_image(), &img);
-    let xdg = tmp.path().join("cache");
+    let (_tmp, img, xdg) = private_copy();
     let out = run(
         &xdg,
         &[

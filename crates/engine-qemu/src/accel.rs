@@ -77,9 +77,12 @@ impl HostProbe {
     /// A nested "PVM" KVM (`kvm_pvm` module loaded) runs a stock guest kernel in an
     /// instruction emulator: far slower than TCG and unreliable, so it counts as absent.
     pub fn kvm_usable(&self) -> Result<(), String> {
-        let pvm_loaded = std::fs::read_to_string(&self.proc_modules)
-            .is_ok_and(|m| m.lines().any(|l| l.starts_with("kvm_pvm ")));
-        if self.sys_module.join("kvm_pvm").exists() || pvm_loaded {
+        // /proc/modules is read only when /sys has no answer (this runs on every start).
+        let pvm_loaded = || {
+            std::fs::read_to_string(&self.proc_modules)
+                .is_ok_and(|m| m.lines().any(|l| l.starts_with("kvm_pvm ")))
+        };
+        if self.sys_module.join("kvm_pvm").exists() || pvm_loaded() {
             return Err(format!(
                 "{} is a nested PVM KVM ({} is loaded), which cannot run a stock guest kernel at speed",
                 self.dev_kvm.display(),

@@ -68,7 +68,7 @@ impl EngineProvider for QemuProvider {
             Err(e) => Some(Err(e.into())),
             Ok(snap) => Some(Ok(SnapshotInfo {
                 format_version: snap.version_string(),
-                arch: Arch::parse(&snap.machine.arch).unwrap_or(Arch::X86_64),
+                arch: snap.machine.guest_arch(),
             })),
         }
     }

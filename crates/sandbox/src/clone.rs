@@ -32,11 +32,22 @@ pub(crate) fn find_or_build(
     cache: &TemplateCache,
 ) -> Result<String, SandboxError> {
     let (key, inputs, _) = key_of(opts, cache)?;
-    cache.ensure(&key, |dir| {
-        let builder = make_engine_cached(&opts.engine, opts.guest_arch()?, cache.root())?;
-        template::build(dir, opts, &inputs, builder)
-    })?;
+    ensure(opts, cache, &key, &inputs)?;
     Ok(key)
+}
+
+/// Makes sure the template `key` (of `opts`, with `inputs`) exists, building it on an
+/// engine of its own if not; returns the build's timings when this call built it.
+fn ensure(
+    opts: &SandboxOptions,
+    cache: &TemplateCache,
+    key: &str,
+    inputs: &template::TemplateInputs,
+) -> Result<Option<TemplateBuild>, SandboxError> {
+    cache.ensure(key, |dir| {
+        let builder = make_engine_cached(&opts.engine, opts.guest_arch()?, cache.root())?;
+        template::build(dir, opts, inputs, builder)
+    })
 }
 
 impl Sandbox {
@@ -74,10 +85,7 @@ impl Sandbox {
         if let Some(sb) = crate::pool::claim(opts, cache, &key, t0) {
             return Ok(sb);
         }
-        let build = cache.ensure(&key, |dir| {
-            let builder = make_engine_cached(&opts.engine, opts.guest_arch()?, cache.root())?;
-            template::build(dir, opts, &inputs, builder)
-        })?;
+        let build = ensure(opts, cache, &key, &inputs)?;
         let lookup = t0.elapsed();
         match restore(opts, cache, &key, engine, t0, lookup, build) {
             Ok(sb) => Ok(sb),

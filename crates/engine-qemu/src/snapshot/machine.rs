@@ -169,6 +169,12 @@ pub struct EngineFacts<'a> {
 }
 
 impl Machine {
+    /// The guest's architecture (x86_64 for a name this ec1 does not know, which
+    /// [`Machine::check_engine`] then refuses against the engine's).
+    pub fn guest_arch(&self) -> Arch {
+        Arch::parse(&self.arch).unwrap_or(Arch::X86_64)
+    }
+
     /// The description of the running guest `spec`. Fails for what a snapshot cannot
     /// hold: a vsock device (QEMU refuses to migrate vhost-user-vsock) or paths that
     /// are not UTF-8.
@@ -307,7 +313,7 @@ impl Machine {
         });
         VmSpec {
             id: host.id.clone(),
-            arch: Arch::parse(&self.arch).unwrap_or(Arch::X86_64),
+            arch: self.guest_arch(),
             kernel: PathBuf::new(),
             initrd: None,
             cmdline: self.cmdline.as_str().into(),
