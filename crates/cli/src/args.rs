@@ -70,10 +70,11 @@ pub struct FirecrackerArgs {
     /// Print the data format version of the provided snapshot state file.
     #[arg(long)]
     pub describe_snapshot: Option<PathBuf>,
-    /// Disables seccomp filtering (ec1 installs none: accepted for compatibility).
-    #[arg(long)]
+    /// Disables seccomp filtering of ec1's device threads (QEMU keeps its -sandbox).
+    #[arg(long, conflicts_with = "seccomp_filter")]
     pub no_seccomp: bool,
-    /// Optional parameter which allows specifying the path to a custom seccomp filter (accepted, unused).
+    /// A Firecracker compiled seccomp filter: refused (ec1's threads are not
+    /// Firecracker's); ec1 installs its own filters.
     #[arg(long)]
     pub seccomp_filter: Option<PathBuf>,
     /// Process start time (wall clock, microseconds).
@@ -352,7 +353,6 @@ mod tests {
             "1000",
             "--mmds-size-limit",
             "2000",
-            "--no-seccomp",
             "--seccomp-filter",
             "f.bpf",
             "--start-time-us",
@@ -374,8 +374,13 @@ mod tests {
         assert_eq!(v.module.as_deref(), Some("vmm"));
         assert_eq!(v.http_api_max_payload_size, 1000);
         assert_eq!(v.mmds_size_limit, Some(2000));
-        assert!(v.no_seccomp && v.enable_pci);
+        assert!(!v.no_seccomp && v.enable_pci);
         assert_eq!(v.seccomp_filter, Some(PathBuf::from("f.bpf")));
+        // As Firecracker: the two seccomp flags forbid each other.
+        assert!(
+            crate::Cli::try_parse_from(["ec1", "--no-seccomp", "--seccomp-filter", "f.bpf"])
+                .is_err()
+        );
         assert_eq!(
             (v.start_time_us, v.start_time_cpu_us, v.parent_cpu_time_us),
             (Some(1), Some(2), Some(3))

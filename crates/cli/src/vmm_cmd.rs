@@ -21,8 +21,8 @@ pub fn version_text() -> String {
 /// Notes for the log about flags that have no effect on this engine.
 pub fn ignored_flag_notes(a: &FirecrackerArgs) -> Vec<String> {
     let mut notes = Vec::new();
-    if a.no_seccomp || a.seccomp_filter.is_some() {
-        notes.push("--no-seccomp/--seccomp-filter have no effect: ec1 installs no seccomp filter of its own (the engine process is a separate program)".into());
+    if a.no_seccomp {
+        notes.push("--no-seccomp: ec1's device threads run without their seccomp filters (QEMU keeps its own -sandbox)".into());
     }
     if a.enable_pci {
         notes.push("--enable-pci has no effect: the QEMU microvm engine uses virtio-mmio".into());
@@ -76,6 +76,18 @@ pub fn run_options(a: &FirecrackerArgs) -> RunOptions {
     o
 }
 
+/// Why `--seccomp-filter` is refused rather than loaded: Firecracker's compiled filters
+/// list the system calls of Firecracker's own threads (`vmm`, `api`, `vcpu`); ec1's
+/// threads make other calls and run no vCPU, so such a filter would either kill ec1 or
+/// confine nothing that it names. Accepting it without effect would tell its user the
+/// VMM is confined as they asked when it is not.
+fn seccomp_filter_refusal(path: &std::path::Path) -> String {
+    format!(
+        "--seccomp-filter {}: ec1 does not load Firecracker's compiled seccomp filters (they list the system calls of Firecracker's vmm, api and vcpu threads, which ec1 does not have); ec1 confines its device threads with its own filters by default and QEMU with its -sandbox; run without --seccomp-filter, or with --no-seccomp to turn ec1's filters off",
+        path.display()
+    )
+}
+
 pub fn run(a: &FirecrackerArgs) -> i32 {
     if a.version {
         print!("{}", version_text());
@@ -93,6 +105,13 @@ pub fn run(a: &FirecrackerArgs) -> i32 {
                 1
             }
         };
+    }
+    if let Some(path) = &a.seccomp_filter {
+        eprintln!("ec1: {}", seccomp_filter_refusal(path));
+        return 1;
+    }
+    if a.no_seccomp {
+        ec1_seccomp::disable();
     }
     match ec1_api::run(run_options(a)) {
         Ok(code) => code,
@@ -170,8 +189,15 @@ mod tests {
     fn notes_for_flags_without_effect() {
         assert!(ignored_flag_notes(&fc(&[])).is_empty());
         assert_eq!(
-            ignored_flag_notes(&fc(&["--enable-pci", "--seccomp-filter", "f"])).len(),
+            ignored_flag_notes(&fc(&["--enable-pci", "--no-seccomp"])).len(),
             2
         );
+    }
+
+    #[test]
+    fn a_seccomp_filter_file_is_refused_with_the_reason() {
+        assert_eq!(run(&fc(&["--seccomp-filter", "/f.bpf"])), 1);
+        let m = seccomp_filter_refusal(std::path::Path::new("/f.bpf"));
+        assert!(m.contains("/f.bpf") && m.contains("--no-seccomp"), "{m}");
     }
 }

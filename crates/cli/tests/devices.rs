@@ -26,6 +26,8 @@ const RNG_PERIOD_MS: u64 = 100;
 struct SharedVm {
     sock: PathBuf,
     vsock: PathBuf,
+    /// The ec1 process.
+    pid: u32,
 }
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -54,7 +56,8 @@ fn vm() -> &'static SharedVm {
         // Killed with the test process (the fixture lives as long as it does), and reaped
         // by init then: there is no earlier point to wait for it.
         #[allow(clippy::zombie_processes)]
-        let _child = spawn_tied(cmd);
+        let child = spawn_tied(cmd);
+        let pid = child.id();
         wait_for(Duration::from_secs(10), || sock.exists().then_some(()))
             .expect("ec1 did not create its API socket");
         put(
@@ -87,7 +90,7 @@ fn vm() -> &'static SharedVm {
             json!({"guest_cid": 3, "uds_path": vsock}),
         );
         put(&sock, "/actions", json!({"action_type": "InstanceStart"}));
-        SharedVm { sock, vsock }
+        SharedVm { sock, vsock, pid }
     })
 }
 
@@ -396,6 +399,41 @@ fn vsock_host_to_guest_echo_many_connections_and_half_close() {
     let mut echo = echo;
     let _ = echo.kill();
     let _ = echo.wait();
+}
+
+/// The `Seccomp:` mode of every thread of `pid` named `name`.
+fn seccomp_modes(pid: u32, name: &str) -> Vec<String> {
+    let mut modes = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(t.join("status")).unwrap_or_default();
+        if let Some(m) = status.lines().find_map(|l| l.strip_prefix("Seccomp:")) {
+            modes.push(m.trim().to_string());
+        }
+    }
+    modes
+}
+
+/// The threads that parse what the guest sends run under ec1's device filter
+/// (`Seccomp: 2`, filter mode), as do the vhost-user threads they start; the API
+/// thread, which only trusted clients reach, does not.
+#[test]
+fn the_vsock_device_threads_run_under_seccomp() {
+    let _s = serial();
+    let vm = vm();
+    // ec1's device thread and the vhost-user daemon's, which bears the same name.
+    for name in ["ec1-vsock", "vring_worker"] {
+        let modes = seccomp_modes(vm.pid, name);
+        assert!(
+            !modes.is_empty() && modes.iter().all(|m| m == "2"),
+            "{name}: {modes:?}"
+        );
+    }
+    assert_eq!(seccomp_modes(vm.pid, "ec1"), ["0"], "the main thread");
 }
 
 #[test]

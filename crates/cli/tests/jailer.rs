@@ -38,6 +38,16 @@ fn children_named(pid: u32, prefix: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A child killed and reaped when dropped.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn jailer(base: &Path, id: &str, extra: &[&str]) -> Command {
     let mut c = Command::new(EC1);
     c.args(["jailer", "--id", id, "--exec-file", EC1])
@@ -67,7 +77,9 @@ fn a_jailed_ec1_runs_its_guest_as_an_unprivileged_user_in_the_jail() {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let child = spawn_tied(cmd);
+    // The jailer drops to --uid before it runs ec1, which clears the parent-death
+    // signal `spawn_tied` armed: the guard kills and reaps it, also on a failed assert.
+    let child = Reaped(spawn_tied(cmd));
     let root = base.join("ec1").join("jail-1").join("root");
     let sock = root.join("run/api.sock");
     wait_for(Duration::from_secs(20), || sock.exists().then_some(()))
@@ -101,7 +113,7 @@ fn a_jailed_ec1_runs_its_guest_as_an_unprivileged_user_in_the_jail() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("inside\n"));
 
     // ec1 (the jailer's pid, exec'd) and its QEMU: unprivileged, jailed, confined.
-    let ec1 = child.id();
+    let ec1 = child.0.id();
     let qemu = *children_named(ec1, "qemu")
         .first()
         .expect("QEMU runs under the jailed ec1");

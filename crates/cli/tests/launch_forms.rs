@@ -6,10 +6,12 @@
 //!   F` with a root drive, placeholder drives that Kata later points at real images
 //!   with `PATCH /drives/{id}`, vsock with `uds_path`, and logger and metrics FIFOs;
 //!   then `GET /` polling and a placeholder swapped under the running guest. Kata's
-//!   pool has 8 placeholders; ec1's QEMU engine has 7 virtio devices with
-//!   `i8042.noaux`, so this test's pool has 5 (see the README's launch-form table).
-//! - The Firecracker Go SDK's default launch (`--api-sock S --id ID --no-seccomp`) and
-//!   its `--seccomp-filter` variant, configured through the API in the SDK's order.
+//!   pool of 8 placeholders, the root drive, vsock and an entropy device make 11
+//!   virtio devices: more than `microvm` without ACPI has, so the engine boots the
+//!   machine with ACPI and its second I/O APIC.
+//! - The Firecracker Go SDK's default launch (`--api-sock S --id ID --no-seccomp`),
+//!   configured through the API in the SDK's order, and its `--seccomp-filter`
+//!   variant, which ec1 refuses with the reason.
 //!
 //! flintlock's launch form needs a network namespace and lives in `devices.rs`.
 
@@ -187,9 +189,8 @@ fn kata_containers_launch_form_hot_swaps_a_placeholder_drive() {
         "drive_id": "rootfs", "path_on_host": d.join("rootfs.img"),
         "is_root_device": false, "is_read_only": true
     })];
-    // Kata's disk pool: empty placeholder files, re-pointed when a container starts
-    // (Kata makes 8; with the root drive and vsock, 5 fill ec1's 7 devices).
-    for i in 0..5 {
+    // Kata's disk pool: 8 empty placeholder files, re-pointed when a container starts.
+    for i in 0..8 {
         let p = d.join(format!("fc-drive-{i}"));
         std::fs::write(&p, b"").unwrap();
         drives.push(json!({
@@ -212,6 +213,9 @@ fn kata_containers_launch_form_hot_swaps_a_placeholder_drive() {
         "machine-config": {"vcpu_count": 1, "mem_size_mib": 256, "smt": false},
         "drives": drives,
         "vsock": {"vsock_id": "root", "guest_cid": 3, "uds_path": d.join("kata.hvsock")},
+        // Where Kata adds its network interface (a TAP device, which needs a network
+        // namespace): an entropy device, the eleventh virtio device.
+        "entropy": {},
         "logger": {"log_path": log_fifo, "level": "Debug", "show_level": true, "show_log_origin": true},
         "metrics": {"metrics_path": metrics_fifo}
     });
@@ -242,8 +246,9 @@ fn kata_containers_launch_form_hot_swaps_a_placeholder_drive() {
             .console
             .wait("census", |l| l.starts_with("EC1TEST virtio=")),
     );
-    assert_eq!(c.0, 7, "root + 5 drives + vsock: {c:?}");
-    assert_eq!(c.1, 6, "{c:?}");
+    assert_eq!(c.0, 11, "root + 8 drives + vsock + entropy: {c:?}");
+    assert_eq!(c.1, 9, "{c:?}");
+    assert!(c.2.contains(",4,"), "an entropy device (id 4): {c:?}");
     assert!(c.2.ends_with(",19"), "a vsock device (id 19): {c:?}");
     launch
         .console
@@ -287,16 +292,14 @@ fn kata_containers_launch_form_hot_swaps_a_placeholder_drive() {
     assert!(serde_json::from_str::<Value>(first).is_ok(), "{metrics}");
 }
 
-/// The Go SDK's launch: `--api-sock S --id ID` plus `--no-seccomp` (or, with seccomp
-/// configured, `--seccomp-filter F`), then its handlers in order: logger, machine,
-/// boot source, drives, start; the guest runs and reboots, and ec1 exits 0.
+/// The Go SDK's launch: `--api-sock S --id ID` plus `seccomp` (`--no-seccomp`), then
+/// its handlers in order: logger, machine, boot source, drives, start; the guest runs
+/// and reboots, and ec1 exits 0.
 fn go_sdk_launch(seccomp: &[&str]) {
     let dir = tempdir("ec1-gosdk");
     let d = dir.path().to_path_buf();
     let sock = d.join("fc.sock");
     image(&d.join("root.img"), "GOSDK-ROOT", 1 << 20);
-    let filter = d.join("seccomp.bpf");
-    std::fs::write(&filter, [0u8; 8]).unwrap();
     let log = d.join("fc.log");
     std::fs::write(&log, b"").unwrap();
     let mut args: Vec<&std::ffi::OsStr> = vec![
@@ -306,11 +309,7 @@ fn go_sdk_launch(seccomp: &[&str]) {
         "go-sdk-vm".as_ref(),
     ];
     for a in seccomp {
-        args.push(if *a == "FILTER" {
-            filter.as_os_str()
-        } else {
-            a.as_ref()
-        });
+        args.push(a.as_ref());
     }
     let mut launch = Launch::spawn(dir, &args);
     api_calls(
@@ -361,7 +360,28 @@ fn go_sdk_default_launch_with_no_seccomp() {
     go_sdk_launch(&["--no-seccomp"]);
 }
 
+/// The SDK's variant with a custom filter (`--seccomp-filter F`): ec1 refuses it with
+/// the reason before it listens (a Firecracker filter lists Firecracker's threads'
+/// calls), instead of running unconfined as the user did not ask.
 #[test]
-fn go_sdk_launch_with_a_seccomp_filter() {
-    go_sdk_launch(&["--seccomp-filter", "FILTER"]);
+fn go_sdk_launch_with_a_seccomp_filter_is_refused_with_the_reason() {
+    let dir = tempdir("ec1-gosdk-filter");
+    let (sock, filter) = (dir.path().join("fc.sock"), dir.path().join("f.bpf"));
+    std::fs::write(&filter, [0u8; 8]).unwrap();
+    let out = Command::new(EC1)
+        .arg("--api-sock")
+        .arg(&sock)
+        .args(["--id", "go-sdk-vm", "--seccomp-filter"])
+        .arg(&filter)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not load Firecracker's compiled seccomp filters")
+            && stderr.contains("--no-seccomp"),
+        "{stderr}"
+    );
+    assert!(!sock.exists());
 }

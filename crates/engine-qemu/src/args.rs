@@ -11,6 +11,7 @@ use ec1_engine::{
 
 use crate::accel::Accel;
 
+use crate::devices::Discovery;
 use crate::throttle::Throttle;
 use crate::validate::check_spec;
 use crate::BOOT_TIMER_PORT;
@@ -131,12 +132,16 @@ pub(crate) fn kernel_cmdline(spec: &VmSpec, ctx: &ArgsContext) -> Result<String,
     if spec.arch == Arch::Aarch64 {
         return checked_length(spec, spec.cmdline.replacing(X86_CONSOLE, VIRT_CONSOLE));
     }
-    let transports = crate::devices::transport_count(spec);
-    let mut extra: Vec<String> = crate::devices::usable_transports(spec.arch, &spec.cmdline)
-        .into_iter()
-        .take(transports)
-        .map(virtio_param)
-        .collect();
+    let mut extra: Vec<String> = Vec::new();
+    if crate::devices::discovery(spec) == Discovery::KernelParams {
+        let transports = crate::devices::transport_count(spec);
+        extra.extend(
+            crate::devices::usable_transports(spec)
+                .into_iter()
+                .take(transports)
+                .map(virtio_param),
+        );
+    }
     if ctx.accel == Accel::Tcg && !spec.cmdline.has("tsc") {
         if let Some(khz) = ctx.tsc_khz {
             if !spec.cmdline.has("tsc_early_khz") {
@@ -171,13 +176,20 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
     let cmdline = kernel_cmdline(spec, ctx)?;
     let mut a = Argv::default();
 
-    let mut machine = String::from(match spec.arch {
-        Arch::X86_64 => {
+    let mut machine = String::from(match crate::devices::discovery(spec) {
+        Discovery::KernelParams => {
             "microvm,acpi=off,x-option-roms=off,isa-serial=on,rtc=on,auto-kernel-cmdline=off"
+        }
+        // qboot (`-bios`) loads QEMU's ACPI tables too; the second I/O APIC carries
+        // the 24 transports.
+        Discovery::Acpi => {
+            "microvm,acpi=on,ioapic2=on,x-option-roms=off,isa-serial=on,rtc=on,auto-kernel-cmdline=off"
         }
         // GICv3 as on Firecracker's arm64 guests (and for more than 8 vCPUs); no
         // EL2/EL3, no ACPI tables and no PCIe window above 4 GiB to describe.
-        Arch::Aarch64 => "virt,gic-version=3,acpi=off,highmem=off,virtualization=off,secure=off",
+        Discovery::DeviceTree => {
+            "virt,gic-version=3,acpi=off,highmem=off,virtualization=off,secure=off"
+        }
     });
     if matches!(
         spec.memory,
@@ -284,7 +296,7 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
         );
     }
 
-    let slots = crate::devices::usable_transports(spec.arch, &spec.cmdline);
+    let slots = crate::devices::usable_transports(spec);
     let slot = |i: usize| {
         slots.get(i).copied().ok_or_else(|| {
             EngineError::InvalidSpec(format!(

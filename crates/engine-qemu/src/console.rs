@@ -72,6 +72,11 @@ pub(crate) fn spawn_writer(
         .name("ec1-console".into())
         .spawn(move || {
             let _guard = guard;
+            // The guest's console bytes pass through here. Without the filter the
+            // thread still drains (QEMU must never block on its console).
+            if let Err(e) = ec1_seccomp::confine(ec1_seccomp::Role::Device) {
+                log::error!("console log: {e}");
+            }
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match socket.read(&mut buf) {

@@ -21,22 +21,57 @@ pub(crate) fn balloon_qom_path() -> String {
     format!("/machine/peripheral/{BALLOON_ID}")
 }
 
-/// The transports whose interrupt a guest can own, in the order devices take them.
+/// How the guest learns where its virtio-mmio transports are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Discovery {
+    /// `microvm` without ACPI: one I/O APIC, and a `virtio_mmio.device=` kernel
+    /// parameter per transport, which the engine writes. The fastest boot.
+    KernelParams,
+    /// `microvm` with ACPI and its second I/O APIC: 24 transports on their own
+    /// interrupt lines (GSI 24-47), listed in the DSDT. Taken only when a guest has
+    /// more devices than [`Discovery::KernelParams`] has lines for; the guest kernel
+    /// needs `CONFIG_ACPI` (ec1's has it, as have Firecracker's guest configs).
+    Acpi,
+    /// arm64's `virt`: the device tree lists 32 transports, each with its own SPI.
+    DeviceTree,
+}
+
+/// Which [`Discovery`] `spec`'s machine uses: the device count decides, so a restore
+/// (the same devices and command line) builds the same machine.
+pub(crate) fn discovery(spec: &VmSpec) -> Discovery {
+    if spec.arch == Arch::Aarch64 {
+        Discovery::DeviceTree
+    } else if transport_count(spec) > legacy_transports(&spec.cmdline).len() {
+        Discovery::Acpi
+    } else {
+        Discovery::KernelParams
+    }
+}
+
+/// The transports of `microvm` without ACPI whose interrupt a guest can own.
 ///
 /// `microvm` without ACPI wires transport `i` to GSI `5 + i`. Two of those lines are
 /// not free in the guest: GSI 8 belongs to the RTC (`rtc=on`, which Linux's `rtc_cmos`
 /// requests unshared, so a virtio device there never gets its interrupt) and GSI 12 to
 /// the i8042 mouse port, unless the guest is told `i8042.noaux`.
-///
-/// arm64's `virt` gives every transport an interrupt of its own: all are usable.
-pub(crate) fn usable_transports(arch: Arch, cmdline: &Cmdline) -> Vec<usize> {
-    if arch == Arch::Aarch64 {
-        return (0..crate::validate::VIRT_TRANSPORTS).collect();
-    }
+fn legacy_transports(cmdline: &Cmdline) -> Vec<usize> {
     let aux_free = cmdline.has("i8042.noaux");
     (0..crate::validate::VIRTIO_TRANSPORTS)
         .filter(|&i| i != 3 && (i != 7 || aux_free))
         .collect()
+}
+
+/// The transports `spec`'s devices take, in the order they take them.
+///
+/// With ACPI, QEMU lists the transports in its DSDT from the last to the first and
+/// Linux probes them in that order: handing them out from the last keeps drive 0 the
+/// guest's first disk (`/dev/vda`), as with kernel parameters.
+pub(crate) fn usable_transports(spec: &VmSpec) -> Vec<usize> {
+    match discovery(spec) {
+        Discovery::DeviceTree => (0..crate::validate::VIRT_TRANSPORTS).collect(),
+        Discovery::Acpi => (0..crate::validate::ACPI_TRANSPORTS).rev().collect(),
+        Discovery::KernelParams => legacy_transports(&spec.cmdline),
+    }
 }
 
 /// The number of virtio-mmio transports `spec` needs.
@@ -255,16 +290,15 @@ pub(crate) fn device_args(
     bus: impl Fn(usize) -> String,
     out: &mut Vec<(&'static str, OsString)>,
 ) -> Result<(), EngineError> {
-    let mut free = usable_transports(spec.arch, &spec.cmdline)
-        .into_iter()
-        .skip(first_bus)
-        .map(bus);
+    let usable = usable_transports(spec);
+    let count = usable.len();
+    let mut free = usable.into_iter().skip(first_bus).map(bus);
     let mut take = || {
         free.next().ok_or_else(|| {
             EngineError::InvalidSpec(format!(
                 "the devices need {} virtio transports; the QEMU engine has {} for this guest",
                 transport_count(spec),
-                usable_transports(spec.arch, &spec.cmdline).len()
+                count
             ))
         })
     };
@@ -439,20 +473,49 @@ pub(crate) mod tests {
         assert_eq!(a, expect);
     }
 
+    fn with_drives(n: usize, cmdline: &str) -> VmSpec {
+        let mut s = spec();
+        s.cmdline = cmdline.into();
+        s.drives = (0..n)
+            .map(|i| ec1_engine::DriveSpec {
+                id: format!("d{i}"),
+                path: format!("/d{i}").into(),
+                read_only: false,
+                cache: Default::default(),
+                rate_limit: None,
+            })
+            .collect();
+        s
+    }
+
     #[test]
     fn transports_skip_the_rtc_and_mouse_interrupts() {
-        assert_eq!(
-            usable_transports(Arch::X86_64, &"console=ttyS0".into()),
-            [0, 1, 2, 4, 5, 6]
-        );
-        assert_eq!(
-            usable_transports(Arch::Aarch64, &"console=ttyS0".into()).len(),
-            32
-        );
-        assert_eq!(
-            usable_transports(Arch::X86_64, &"console=ttyS0 i8042.noaux".into()),
-            [0, 1, 2, 4, 5, 6, 7]
-        );
+        let s = with_drives(1, "console=ttyS0");
+        assert_eq!(discovery(&s), Discovery::KernelParams);
+        assert_eq!(usable_transports(&s), [0, 1, 2, 4, 5, 6]);
+        let s = with_drives(7, "console=ttyS0 i8042.noaux");
+        assert_eq!(discovery(&s), Discovery::KernelParams);
+        assert_eq!(usable_transports(&s), [0, 1, 2, 4, 5, 6, 7]);
+        let mut s = with_drives(1, "console=ttyS0");
+        s.arch = Arch::Aarch64;
+        assert_eq!(discovery(&s), Discovery::DeviceTree);
+        assert_eq!(usable_transports(&s).len(), 32);
+    }
+
+    #[test]
+    fn more_devices_than_the_first_io_apic_take_the_acpi_machine() {
+        // Kata's shape: root + 8 placeholders, the agent channel, vsock and entropy.
+        let mut s = with_drives(9, "console=ttyS0");
+        s.agent_socket = Some("/run/x/agent.sock".into());
+        s.devices.entropy = Some(Default::default());
+        assert_eq!(transport_count(&s), 11);
+        assert_eq!(discovery(&s), Discovery::Acpi);
+        let usable = usable_transports(&s);
+        assert_eq!(usable.len(), 24);
+        // Drive 0 on the transport the guest probes first (the DSDT's first entry).
+        assert_eq!(usable[..3], [23, 22, 21]);
+        // Seven drives fit the machine without ACPI only with `i8042.noaux`.
+        assert_eq!(discovery(&with_drives(7, "console=ttyS0")), Discovery::Acpi);
     }
 
     #[test]

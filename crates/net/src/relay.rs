@@ -119,7 +119,13 @@ impl Relay {
                 "ec1-net-{}",
                 name.chars().take(7).collect::<String>()
             ))
-            .spawn(move || pump.run(&s))
+            // Guest frames are parsed here (and answered by the MMDS stack).
+            .spawn(
+                move || match ec1_seccomp::confine(ec1_seccomp::Role::Device) {
+                    Ok(()) => pump.run(&s),
+                    Err(e) => log::error!("network relay: {e}"),
+                },
+            )
             .map_err(NetError::Io)?;
         Ok(Relay {
             shared,

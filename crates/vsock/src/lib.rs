@@ -15,6 +15,7 @@ mod device;
 pub mod muxer;
 pub mod proto;
 
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,6 +55,21 @@ pub struct VsockDevice {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The vhost-user daemon serving `backend`, with the host sockets watched.
+fn daemon(backend: Arc<VsockBackend>) -> Result<VhostUserDaemon<Arc<VsockBackend>>, VsockError> {
+    let daemon = VhostUserDaemon::new(
+        "ec1-vsock".into(),
+        backend.clone(),
+        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+    )
+    .map_err(|e| VsockError::Start(e.to_string()))?;
+    for h in daemon.get_epoll_handlers() {
+        h.register_listener(backend.muxer_fd(), EventSet::IN, MUXER_EVENT)
+            .map_err(|e| VsockError::Start(format!("watching host sockets: {e}")))?;
+    }
+    Ok(daemon)
+}
+
 impl VsockDevice {
     /// Listens on `uds_path` for host clients and on `control` for QEMU, and serves the
     /// guest `guest_cid` once QEMU connects. Both sockets exist when this returns.
@@ -71,27 +87,42 @@ impl VsockDevice {
                 .map_err(|e| VsockError::Start(e.to_string()))?,
         );
         let _ = std::fs::remove_file(control);
-        let listener = Listener::new(control, true).map_err(|e| VsockError::Control {
-            path: control.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
+        let bound = std::os::unix::net::UnixListener::bind(control).map_err(|source| {
+            VsockError::Control {
+                path: control.to_path_buf(),
+                source,
+            }
         })?;
-        let mut daemon = VhostUserDaemon::new(
-            "ec1-vsock".into(),
-            backend.clone(),
-            GuestMemoryAtomic::new(GuestMemoryMmap::new()),
-        )
-        .map_err(|e| VsockError::Start(e.to_string()))?;
-        for h in daemon.get_epoll_handlers() {
-            h.register_listener(backend.muxer_fd(), EventSet::IN, MUXER_EVENT)
-                .map_err(|e| VsockError::Start(format!("watching host sockets: {e}")))?;
-        }
+        // SAFETY: the descriptor comes from a listener this function just bound and
+        // gives up. A listener made from a descriptor does not remove its path when
+        // dropped (`Listener::new`'s does): the device thread that drops it is
+        // confined and may not unlink; `stop` removes the socket.
+        let listener = unsafe { Listener::from_raw_fd(bound.into_raw_fd()) };
         let exit = backend
             .exit
             .try_clone()
             .map_err(|e| VsockError::Start(e.to_string()))?;
+        // The daemon is made on the device thread, after the filter: making it starts
+        // the vring worker threads, which parse guest packets and inherit the filter
+        // only from a thread that already has it.
+        let (ready, started) = std::sync::mpsc::channel::<Result<(), VsockError>>();
+        let device_backend = backend.clone();
         let thread = std::thread::Builder::new()
             .name("ec1-vsock".into())
             .spawn(move || {
+                let daemon = ec1_seccomp::confine(ec1_seccomp::Role::Device)
+                    .map_err(|e| VsockError::Start(e.to_string()))
+                    .and_then(|()| daemon(device_backend));
+                let mut daemon = match daemon {
+                    Ok(d) => {
+                        let _ = ready.send(Ok(()));
+                        d
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
                 match daemon.start(listener).and_then(|()| daemon.wait()) {
                     Ok(()) => log::debug!("vsock: QEMU disconnected"),
                     Err(e) => log::debug!("vsock: the vhost-user connection ended: {e}"),
@@ -99,6 +130,14 @@ impl VsockDevice {
                 let _ = exit.write(1);
             })
             .map_err(|e| VsockError::Start(e.to_string()))?;
+        if let Err(e) = started
+            .recv()
+            .unwrap_or_else(|_| Err(VsockError::Start("the device thread ended".into())))
+        {
+            let _ = thread.join();
+            let _ = std::fs::remove_file(control);
+            return Err(e);
+        }
         Ok(VsockDevice {
             control: control.to_path_buf(),
             backend,
