@@ -173,6 +173,11 @@ pub struct RunArgs {
     /// command start and end, restore steps, teardown) to this file as JSON lines.
     #[arg(long)]
     pub trace_file: Option<PathBuf>,
+    /// Run as this user (ec1 started as root): ec1 and its engine give up root before
+    /// anything else, and use the user's cache. The kernel, initrd and images must be
+    /// readable (and a writable root writable) by the user.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
     #[command(flatten)]
     pub guest: GuestCommandArgs,
 }

@@ -7,6 +7,7 @@ mod exec_cmd;
 pub mod jailer;
 mod kernel_cmd;
 mod pool_cmd;
+mod privileges;
 mod run_cmd;
 mod signals;
 mod stdio;

@@ -40,6 +40,9 @@ pub(crate) fn sandbox_options(args: &MachineArgs) -> SandboxOptions {
 }
 
 fn run_inner(args: &RunArgs) -> Result<i32, Box<dyn std::error::Error>> {
+    if let Some(user) = &args.user {
+        crate::privileges::become_user(user)?;
+    }
     // Before any thread starts: a signal during the boot waits for the command.
     let signals = Blocked::block(signals::TERMINATION)?;
     let cmd = stdio::guest_command(&args.guest, true, None)?;

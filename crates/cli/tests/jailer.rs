@@ -1,7 +1,8 @@
 //! `ec1 jailer`, launched as a Firecracker client launches Firecracker's jailer: the
 //! VMM and its QEMU run as an unprivileged user, in the chroot the flags name, in the
 //! cgroup given, under QEMU's seccomp filter, and a guest boots and runs commands
-//! through the API socket inside the jail. Bad input gets the jailer's errors.
+//! through the API socket inside the jail. Bad input gets the jailer's errors. And
+//! `ec1 run --user`, which gives up root outside a jail.
 
 use ec1_testkit::{http, kernel, spawn_tied, wait_for};
 use serde_json::json;
@@ -197,4 +198,71 @@ fn bad_jailer_input_gets_the_jailers_errors() {
     let mut c = Command::new(EC1);
     c.args(["jailer", "--id", "z"]);
     assert_eq!(run(c).0, Some(2));
+}
+
+/// `ec1 run --user nobody` started as root: ec1 and QEMU both run as nobody, with
+/// `no_new_privs`, and the command's output and status come back as usual.
+#[test]
+fn ec1_run_as_a_user_gives_up_root_with_its_engine() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // What nobody may read and write: a copy of the kernel and a cache of its own.
+    let d = tmp.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let k = d.join("vmlinux");
+    std::fs::copy(kernel(), &k).unwrap();
+    let cache = d.join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(NOBODY), Some(NOBODY)).unwrap();
+    let mut cmd = Command::new(EC1);
+    cmd.args(["run", "--cold", "--user", "nobody", "--kernel"])
+        .arg(&k)
+        .args(["--", "sh", "-c", "echo up; sleep 30"])
+        .env("XDG_CACHE_HOME", &cache)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = Reaped(spawn_tied(cmd));
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    if line.is_empty() {
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+        panic!("ec1 run --user printed nothing: {err}");
+    }
+    assert_eq!(line, "up\n");
+    let ec1 = child.0.id();
+    let qemu = *children_named(ec1, "qemu")
+        .first()
+        .expect("ec1 runs a QEMU child");
+    for pid in [ec1, qemu] {
+        let uids = status_field(pid, "Uid");
+        assert!(
+            uids.split_whitespace().all(|u| u == NOBODY.to_string()),
+            "{pid}: Uid {uids}"
+        );
+        assert_eq!(status_field(pid, "Groups"), "", "{pid}");
+        assert_eq!(status_field(pid, "NoNewPrivs"), "1", "{pid}");
+    }
+    // The template cache, had one been built, and the run's files are nobody's.
+    assert!(std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .all(|e| e.metadata().unwrap().uid() == NOBODY));
+}
+
+#[test]
+fn ec1_run_user_refuses_root_and_unknown_users() {
+    for (user, want) in [("root", "is root"), ("no-such-user-ec1", "no user")] {
+        let out = Command::new(EC1)
+            .args(["run", "--user", user, "--", "true"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
 }

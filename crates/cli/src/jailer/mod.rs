@@ -131,7 +131,7 @@ fn jail(a: &JailerArgs) -> Result<std::convert::Infallible, JailError> {
     if a.daemonize {
         daemonize()?;
     }
-    drop_privileges(a.uid, a.gid)?;
+    crate::privileges::drop_to(a.uid, a.gid).map_err(JailError)?;
     exec(&exec_name, a)
 }
 
@@ -174,18 +174,6 @@ fn daemonize() -> Result<(), JailError> {
         // SAFETY: dup2 onto the standard descriptors of this process.
         cvt(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) })
             .map_err(err("redirecting stdio"))?;
-    }
-    Ok(())
-}
-
-fn drop_privileges(uid: u32, gid: u32) -> Result<(), JailError> {
-    // SAFETY: these change only this process's credentials.
-    unsafe {
-        cvt(libc::setgroups(0, std::ptr::null())).map_err(err("dropping groups"))?;
-        cvt(libc::setresgid(gid, gid, gid)).map_err(err(&format!("becoming gid {gid}")))?;
-        cvt(libc::setresuid(uid, uid, uid)).map_err(err(&format!("becoming uid {uid}")))?;
-        cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-            .map_err(err("setting no_new_privs"))?;
     }
     Ok(())
 }
