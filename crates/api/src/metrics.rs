@@ -248,6 +248,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "flush_count",
             "missed_read_count",
             "missed_write_count",
+            "rate_limiter_dropped_bytes",
             "read_count",
             "write_count",
         ],
@@ -319,6 +320,8 @@ struct Values {
     stores: BTreeMap<Key, u64>,
     /// `MISSED_LOG_COUNT` at the last line, to write a delta.
     missed_log_seen: u64,
+    /// The serial rate limiter's dropped bytes at the last line, likewise.
+    serial_dropped_seen: u64,
 }
 
 /// One instance's metrics.
@@ -327,6 +330,8 @@ pub struct Metrics {
     instance_id: String,
     dest: Mutex<Option<Dest>>,
     values: Mutex<Values>,
+    /// Counted by the engine's serial rate limiter (`uart.rate_limiter_dropped_bytes`).
+    serial_dropped: ec1_engine::DroppedBytes,
 }
 
 fn lookup(group: &str, name: &str) -> Option<Key> {
@@ -347,6 +352,7 @@ impl Metrics {
             instance_id: instance_id.into(),
             dest: Mutex::new(None),
             values: Mutex::new(Values::default()),
+            serial_dropped: Default::default(),
         }
     }
 
@@ -375,6 +381,11 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
+    }
+
+    /// The counter a serial rate limiter adds its dropped bytes to.
+    pub fn serial_dropped(&self) -> ec1_engine::DroppedBytes {
+        self.serial_dropped.clone()
     }
 
     /// Adds one to a counter of Firecracker's schema. Unknown names are a programming
@@ -464,6 +475,12 @@ impl Metrics {
         *v.counters
             .entry(("logger", "missed_log_count"))
             .or_insert(0) += missed_delta;
+        let dropped = self.serial_dropped.get();
+        let dropped_delta = dropped.saturating_sub(v.serial_dropped_seen);
+        v.serial_dropped_seen = dropped;
+        *v.counters
+            .entry(("uart", "rate_limiter_dropped_bytes"))
+            .or_insert(0) += dropped_delta;
         let mut root = Map::new();
         root.insert(
             "utc_timestamp_ms".into(),

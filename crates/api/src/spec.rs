@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use ec1_engine::{
-    BalloonSpec, CacheType, Cmdline, Devices, DriveSpec, EntropySpec, MemoryBacking, NetSpec,
-    SerialOut, VmSpec, VsockSpec,
+    BalloonSpec, CacheType, Cmdline, Devices, DriveSpec, DroppedBytes, EntropySpec, MemoryBacking,
+    NetSpec, SerialOut, VmSpec, VsockSpec,
 };
 
 use crate::models;
@@ -103,17 +103,36 @@ pub fn devices(res: &VmResources) -> Devices {
     }
 }
 
-/// Translates the pre-boot configuration into a [`VmSpec`].
-pub fn build_vm_spec(res: &VmResources, id: &str, run_dir: &Path) -> Result<VmSpec, SpecError> {
+/// Where the serial console goes (`PUT /serial`): ec1's stdout by default, the
+/// `serial_out_path` given, and through the rate limiter if one is set, whose dropped
+/// bytes `dropped` counts.
+pub fn serial_out(cfg: Option<&models::SerialConfig>, dropped: &DroppedBytes) -> SerialOut {
+    let to = cfg.and_then(|s| s.serial_out_path.clone());
+    match (cfg.and_then(|s| s.rate_limiter?.to_engine()), to) {
+        (Some(bucket), to) => SerialOut::Limited {
+            to,
+            bucket,
+            dropped: dropped.clone(),
+        },
+        (None, Some(p)) => SerialOut::File(p),
+        (None, None) => SerialOut::Stdio,
+    }
+}
+
+/// Translates the pre-boot configuration into a [`VmSpec`]; `serial_dropped` counts
+/// what a serial rate limiter drops.
+pub fn build_vm_spec(
+    res: &VmResources,
+    id: &str,
+    run_dir: &Path,
+    serial_dropped: &DroppedBytes,
+) -> Result<VmSpec, SpecError> {
     let boot = res.boot_source.as_ref().ok_or(SpecError::MissingKernel)?;
     let cmdline = kernel_cmdline(res)?;
     let mc = &res.machine_config;
     let mem_mib =
         u32::try_from(mc.mem_size_mib).map_err(|_| SpecError::MemoryTooLarge(mc.mem_size_mib))?;
-    let serial = match res.serial.as_ref().and_then(|s| s.serial_out_path.clone()) {
-        Some(p) => SerialOut::File(p),
-        None => SerialOut::Stdio,
-    };
+    let serial = serial_out(res.serial.as_ref(), serial_dropped);
     Ok(VmSpec {
         id: id.to_string(),
         // Firecracker runs its host's architecture; ec1 runs the kernel's. A kernel
@@ -215,7 +234,7 @@ mod tests {
             ops: None,
         });
         r.drives = vec![drive("rootfs", true, true, None), data];
-        let s = build_vm_spec(&r, "vm1", Path::new("/run/x")).unwrap();
+        let s = build_vm_spec(&r, "vm1", Path::new("/run/x"), &Default::default()).unwrap();
         assert_eq!(s.id, "vm1");
         assert_eq!(s.kernel, PathBuf::from("/k/vmlinux"));
         assert_eq!(s.initrd, Some(PathBuf::from("/k/initrd")));
@@ -243,7 +262,7 @@ mod tests {
             serial_out_path: Some("/tmp/serial.out".into()),
             rate_limiter: None,
         });
-        let s = build_vm_spec(&r, "vm1", Path::new("/run/x")).unwrap();
+        let s = build_vm_spec(&r, "vm1", Path::new("/run/x"), &Default::default()).unwrap();
         assert_eq!(s.serial, SerialOut::File("/tmp/serial.out".into()));
     }
 
@@ -282,7 +301,9 @@ mod tests {
             rx_rate_limiter: Some(RateLimiterConfig::default()),
             tx_rate_limiter: None,
         }];
-        let d = build_vm_spec(&r, "x", Path::new("/r")).unwrap().devices;
+        let d = build_vm_spec(&r, "x", Path::new("/r"), &Default::default())
+            .unwrap()
+            .devices;
         assert_eq!(
             d.entropy
                 .unwrap()
@@ -312,7 +333,7 @@ mod tests {
     fn errors() {
         let r = VmResources::default();
         assert_eq!(
-            build_vm_spec(&r, "x", Path::new("/")).unwrap_err(),
+            build_vm_spec(&r, "x", Path::new("/"), &Default::default()).unwrap_err(),
             SpecError::MissingKernel
         );
         assert_eq!(
@@ -322,14 +343,39 @@ mod tests {
         let mut r = res(Some(&"a".repeat(2040)));
         r.drives = vec![drive("rootfs", true, true, None)];
         assert!(matches!(
-            build_vm_spec(&r, "x", Path::new("/")),
+            build_vm_spec(&r, "x", Path::new("/"), &Default::default()),
             Err(SpecError::CmdlineTooLong { .. })
         ));
         let mut r = res(None);
         r.machine_config.mem_size_mib = 1 << 33;
         assert!(matches!(
-            build_vm_spec(&r, "x", Path::new("/")),
+            build_vm_spec(&r, "x", Path::new("/"), &Default::default()),
             Err(SpecError::MemoryTooLarge(_))
+        ));
+    }
+    #[test]
+    fn the_serial_console_follows_put_serial() {
+        let d = DroppedBytes::default();
+        assert_eq!(serial_out(None, &d), SerialOut::Stdio);
+        let mut cfg = models::SerialConfig {
+            serial_out_path: Some("/s".into()),
+            rate_limiter: None,
+        };
+        assert_eq!(serial_out(Some(&cfg), &d), SerialOut::File("/s".into()));
+        cfg.rate_limiter = Some(models::TokenBucketConfig {
+            size: 10,
+            one_time_burst: None,
+            refill_time: 100,
+        });
+        let SerialOut::Limited { to, dropped, .. } = serial_out(Some(&cfg), &d) else {
+            panic!("a limiter makes a Limited console");
+        };
+        assert_eq!(to, Some("/s".into()));
+        assert_eq!(dropped, d, "the metrics' counter");
+        cfg.serial_out_path = None;
+        assert!(matches!(
+            serial_out(Some(&cfg), &d),
+            SerialOut::Limited { to: None, .. }
         ));
     }
 }

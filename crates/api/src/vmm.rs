@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use ec1_engine::{
     DriveUpdate, Engine, EngineError, EngineEvent, EventSink, ExitReason, MemoryBacking,
-    NetOverride, SerialOut, SnapshotSource, SnapshotTarget, VmSpec,
+    NetOverride, SnapshotSource, SnapshotTarget, VmSpec,
 };
 use serde_json::{json, Value};
 
@@ -326,9 +326,6 @@ impl Vmm {
                 empty
             }
             A::PutSerial(cfg) => {
-                if cfg.rate_limiter.and_then(|r| r.to_engine()).is_some() {
-                    return Err(self.unsupported("serial console rate limiters are"));
-                }
                 inner.resources.serial = Some(cfg);
                 empty
             }
@@ -490,9 +487,13 @@ impl Vmm {
     }
 
     fn start_microvm(self: &Arc<Self>, inner: &mut Inner) -> Result<(), VmmActionError> {
-        let mut spec =
-            spec::build_vm_spec(&inner.resources, &self.opts.instance_id, &self.opts.run_dir)
-                .map_err(|e| VmmActionError::StartMicrovm(e.to_string()))?;
+        let mut spec = spec::build_vm_spec(
+            &inner.resources,
+            &self.opts.instance_id,
+            &self.opts.run_dir,
+            &self.metrics.serial_dropped(),
+        )
+        .map_err(|e| VmmActionError::StartMicrovm(e.to_string()))?;
         if let Some(cfg) = &inner.resources.mmds_config {
             devices::attach_mmds(&mut spec, cfg, &inner.mmds);
         }
@@ -668,15 +669,10 @@ impl Vmm {
             smt: mc.smt,
             mem_mib: u32::try_from(mc.mem_size_mib).unwrap_or(u32::MAX),
             drives: Vec::new(),
-            serial: match inner
-                .resources
-                .serial
-                .as_ref()
-                .and_then(|s| s.serial_out_path.clone())
-            {
-                Some(path) => SerialOut::File(path),
-                None => SerialOut::Stdio,
-            },
+            serial: spec::serial_out(
+                inner.resources.serial.as_ref(),
+                &self.metrics.serial_dropped(),
+            ),
             agent_socket: None,
             memory: MemoryBacking::Anonymous,
             run_dir: self.opts.run_dir.clone(),

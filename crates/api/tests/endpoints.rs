@@ -856,20 +856,44 @@ fn put_serial() {
         "/serial",
         &format!(r#"{{"serial_out_path":"{}"}}"#, out.display()),
     );
-    assert_eq!(
-        c.bad(
-            "PUT",
-            "/serial",
-            Some(r#"{"rate_limiter":{"size":100,"refill_time":10}}"#)
-        ),
-        unsupported("serial console rate limiters are")
-    );
     assert!(c
         .bad("PUT", "/serial", Some(r#"{"path":"x"}"#))
         .contains("unknown field"));
+    // The rate limiter (a token bucket of bytes) goes to the engine with the path.
+    c.ok(
+        "PUT",
+        "/serial",
+        &format!(
+            r#"{{"serial_out_path":"{}","rate_limiter":{{"size":100,"one_time_burst":5,"refill_time":10}}}}"#,
+            out.display()
+        ),
+    );
+    t.boot();
+    match t.engine.spec().unwrap().serial {
+        SerialOut::Limited { to, bucket, .. } => {
+            assert_eq!(to, Some(out));
+            assert_eq!(
+                (bucket.size, bucket.one_time_burst, bucket.refill_time_ms),
+                (100, 5, 10)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.bad("PUT", "/serial", Some("{}")), POST_BOOT);
+}
+
+#[test]
+fn put_serial_without_a_limiter_or_path() {
+    let t = TestVmm::new();
+    let mut c = t.client();
+    let out = t.dir.path().join("serial.out");
+    c.ok(
+        "PUT",
+        "/serial",
+        &format!(r#"{{"serial_out_path":"{}"}}"#, out.display()),
+    );
     t.boot();
     assert_eq!(t.engine.spec().unwrap().serial, SerialOut::File(out));
-    assert_eq!(c.bad("PUT", "/serial", Some("{}")), POST_BOOT);
 }
 
 #[test]

@@ -385,3 +385,58 @@ fn go_sdk_launch_with_a_seccomp_filter_is_refused_with_the_reason() {
     );
     assert!(!sock.exists());
 }
+
+/// `PUT /serial` with a rate limiter (here from a config file, as `--no-api`
+/// launchers give it): the serial output file gets what the bucket allows of a
+/// verbose boot, the rest is dropped without stalling the guest (it reboots and ec1
+/// exits 0), and `uart.rate_limiter_dropped_bytes` counts it.
+#[test]
+fn serial_rate_limiter_drops_what_exceeds_its_bucket_and_counts_it() {
+    let dir = tempdir("ec1-serial-limit");
+    let d = dir.path().to_path_buf();
+    let (out, metrics) = (d.join("serial.out"), d.join("metrics.json"));
+    std::fs::write(&metrics, b"").unwrap();
+    let config = json!({
+        "boot-source": {
+            "kernel_image_path": kernel(),
+            "initrd_path": test_initramfs(),
+            // No `quiet`: the kernel's boot log is tens of KiB.
+            "boot_args": "console=ttyS0 reboot=k panic=1 pci=off ec1test.action=reboot"
+        },
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
+        "serial": {
+            "serial_out_path": out,
+            "rate_limiter": {"size": 2048, "one_time_burst": 1024, "refill_time": 600000}
+        },
+        "metrics": {"metrics_path": metrics}
+    });
+    let cfg = d.join("vm.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let mut launch = Launch::spawn(
+        dir,
+        &[
+            "--no-api".as_ref(),
+            "--config-file".as_ref(),
+            cfg.as_os_str(),
+        ],
+    );
+    assert_eq!(launch.exit_code(), 0, "the guest rebooted");
+    let written = std::fs::read(&out).unwrap();
+    // The burst and the bucket (its refill is ten minutes away): 3 KiB of the boot.
+    assert!(
+        (1024..=3072 + 64).contains(&written.len()),
+        "{} bytes",
+        written.len()
+    );
+    assert!(
+        String::from_utf8_lossy(&written).contains("Linux version"),
+        "the boot log's start"
+    );
+    let dropped: u64 = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|m| m["uart"]["rate_limiter_dropped_bytes"].as_u64())
+        .sum();
+    assert!(dropped > 4096, "dropped {dropped} bytes");
+}

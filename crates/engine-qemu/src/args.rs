@@ -282,6 +282,11 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
             // Without one (a command line shown, not run): the file itself.
             None => with_path("file,id=ser0,path=", path, ""),
         },
+        SerialOut::Limited { to, .. } => match (ctx.console_fd, to) {
+            (Some(fd), _) => format!("socket,id=ser0,fd={fd}").into(),
+            (None, Some(p)) => with_path("file,id=ser0,path=", p, ",append=on"),
+            (None, None) => "stdio,id=ser0,signal=off".into(),
+        },
     };
     a.opt("-chardev", serial).opt("-serial", "chardev:ser0");
 

@@ -94,6 +94,61 @@ pub(crate) fn spawn_writer(
         })
 }
 
+/// Where a rate-limited serial console goes: a file or FIFO opened for appending, or
+/// ec1's stdout.
+fn limited_sink(to: Option<&Path>) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match to {
+        Some(p) => Box::new(File::options().append(true).create(true).open(p)?),
+        None => Box::new(std::io::stdout()),
+    })
+}
+
+/// Copies what QEMU writes to `socket` to `to` (ec1's stdout without one) through
+/// Firecracker's serial rate limiter: bytes beyond `bucket` are dropped and counted in
+/// `dropped`, never held, so the guest never stalls on its console.
+pub(crate) fn spawn_limited(
+    mut socket: UnixStream,
+    to: Option<PathBuf>,
+    bucket: ec1_engine::TokenBucket,
+    dropped: ec1_engine::DroppedBytes,
+    guard: ReaderGuard,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("ec1-serial".into())
+        .spawn(move || {
+            let _guard = guard;
+            // Opened here, as QEMU would open it: a FIFO waits for its reader.
+            let mut sink = match limited_sink(to.as_deref()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    log::warn!("serial output: {e}");
+                    None
+                }
+            };
+            if let Err(e) = ec1_seccomp::confine(ec1_seccomp::Role::Device) {
+                log::error!("serial output: {e}");
+            }
+            let mut limit = ec1_net::Bucket::new(&bucket, std::time::Instant::now());
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match socket.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let pass = limit.take_up_to(n as u64, std::time::Instant::now()) as usize;
+                dropped.add((n - pass) as u64);
+                if let Some(w) = sink.as_mut() {
+                    if pass > 0 && w.write_all(&buf[..pass]).and_then(|()| w.flush()).is_err() {
+                        // A reader that went away: keep draining, write no more.
+                        sink = None;
+                    }
+                }
+            }
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +201,48 @@ mod tests {
             readers.enter()
         )
         .is_err());
+    }
+    #[test]
+    fn the_limited_serial_passes_its_bucket_and_counts_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("serial.out");
+        let (ours, mut qemu) = UnixStream::pair().unwrap();
+        let readers = std::sync::Arc::new(crate::drain::Readers::default());
+        let dropped = ec1_engine::DroppedBytes::default();
+        let bucket = ec1_engine::TokenBucket {
+            size: 1000,
+            one_time_burst: 0,
+            refill_time_ms: 60_000,
+        };
+        let t = spawn_limited(
+            ours,
+            Some(p.clone()),
+            bucket,
+            dropped.clone(),
+            readers.enter(),
+        )
+        .unwrap();
+        // 10,000 bytes at once: the bucket's 1,000 pass (its refill is a minute away).
+        qemu.write_all(&[b'x'; 10_000]).unwrap();
+        drop(qemu);
+        t.join().unwrap();
+        let out = std::fs::read(&p).unwrap();
+        assert!((1000..1010).contains(&out.len()), "{}", out.len());
+        assert_eq!(dropped.get() + out.len() as u64, 10_000);
+        // No file to write to: still drained and counted.
+        let (ours, mut qemu) = UnixStream::pair().unwrap();
+        let dropped = ec1_engine::DroppedBytes::default();
+        let t = spawn_limited(
+            ours,
+            Some(d.path().join("no/such/dir")),
+            bucket,
+            dropped.clone(),
+            readers.enter(),
+        )
+        .unwrap();
+        qemu.write_all(&[b'y'; 5000]).unwrap();
+        drop(qemu);
+        t.join().unwrap();
+        assert!(dropped.get() >= 4000);
     }
 }

@@ -271,11 +271,12 @@ impl QemuEngine {
             .map_err(|e| EngineError::io(format!("connecting to {}", qmp_path.display()), e))?;
         let (boot_ours, boot_qemu) = UnixStream::pair()
             .map_err(|e| EngineError::io("creating the boot-timer socket pair", e))?;
+        // Consoles ec1 reads itself (capped, or rate-limited) come over a socket pair.
         let console = match &spec.serial {
-            SerialOut::Capped { path, max_bytes } => {
+            SerialOut::Capped { .. } | SerialOut::Limited { .. } => {
                 let (ours, qemu) = UnixStream::pair()
                     .map_err(|e| EngineError::io("creating the console socket pair", e))?;
-                Some((ours, qemu, path.clone(), *max_bytes))
+                Some((ours, qemu))
             }
             _ => None,
         };
@@ -353,7 +354,7 @@ impl QemuEngine {
             })
         };
         let (console_ours, console_qemu) = match console {
-            Some((ours, qemu, path, max)) => (Some((ours, path, max)), Some(OwnedFd::from(qemu))),
+            Some((ours, qemu)) => (Some(ours), Some(OwnedFd::from(qemu))),
             None => (None, None),
         };
         let child = process::spawn(
@@ -383,12 +384,28 @@ impl QemuEngine {
                 false,
             ));
         }
-        if let (Some((socket, path, max)), Some(guard)) = (console_ours, console_guard) {
-            if let Err(e) = crate::console::spawn_writer(socket, path.clone(), max, guard) {
-                return Err(abort(
-                    EngineError::io(format!("writing the console log {}", path.display()), e),
-                    false,
-                ));
+        if let (Some(socket), Some(guard)) = (console_ours, console_guard) {
+            let started = match &spec.serial {
+                SerialOut::Capped { path, max_bytes } => {
+                    crate::console::spawn_writer(socket, path.clone(), *max_bytes, guard)
+                        .map_err(|e| (format!("writing the console log {}", path.display()), e))
+                }
+                SerialOut::Limited {
+                    to,
+                    bucket,
+                    dropped,
+                } => crate::console::spawn_limited(
+                    socket,
+                    to.clone(),
+                    *bucket,
+                    dropped.clone(),
+                    guard,
+                )
+                .map_err(|e| ("starting the serial rate limiter".to_string(), e)),
+                _ => Ok(std::thread::spawn(|| ())),
+            };
+            if let Err((what, e)) = started {
+                return Err(abort(EngineError::io(what, e), false));
             }
         }
         let on_event = {

@@ -25,8 +25,8 @@ pub use identity::{file_identity, remembered, remembered_path};
 pub use metadata::{MetadataRequest, MetadataResponse, MetadataService, MetadataSpec};
 pub use registry::{EngineChoice, EngineProvider, EngineRequest, SnapshotInfo};
 pub use spec::{
-    CacheType, DriveSpec, DriveUpdate, MemoryBacking, NetOverride, RateLimit, SerialOut,
-    SnapshotSource, SnapshotTarget, TokenBucket, VmSpec,
+    CacheType, DriveSpec, DriveUpdate, DroppedBytes, MemoryBacking, NetOverride, RateLimit,
+    SerialOut, SnapshotSource, SnapshotTarget, TokenBucket, VmSpec,
 };
 
 use std::time::Duration;

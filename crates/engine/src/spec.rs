@@ -50,9 +50,43 @@ pub enum SerialOut {
     /// to twice that between trims): a guest flooding its console cannot fill the
     /// host's disk. For consoles ec1 keeps for itself (to explain a failure).
     Capped { path: PathBuf, max_bytes: u64 },
+    /// Output only, through Firecracker's serial rate limiter: what the guest writes
+    /// beyond `bucket` is dropped (never held back: the guest does not stall) and
+    /// counted in `dropped`. To the file or FIFO `to`, or ec1's stdout without one.
+    Limited {
+        to: Option<PathBuf>,
+        bucket: TokenBucket,
+        dropped: DroppedBytes,
+    },
     /// Discarded.
     Null,
 }
+
+/// A count of bytes dropped, shared between the engine that drops them and whoever
+/// reports them (the API's `uart.rate_limiter_dropped_bytes`). Two counters are equal
+/// when they are the same counter.
+#[derive(Debug, Clone, Default)]
+pub struct DroppedBytes(pub std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl DroppedBytes {
+    /// Adds `n` dropped bytes.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The bytes dropped so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl PartialEq for DroppedBytes {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for DroppedBytes {}
 
 /// How guest RAM is backed.
 #[derive(Debug, Clone, PartialEq, Eq)]

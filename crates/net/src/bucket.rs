@@ -66,6 +66,25 @@ impl Bucket {
     }
 }
 
+impl Bucket {
+    /// Takes as many of `want` tokens as the bucket has now (the burst first) and
+    /// returns how many: for a stream whose excess is dropped rather than held (the
+    /// serial console), never leaving the bucket in debt.
+    pub fn take_up_to(&mut self, want: u64, now: Instant) -> u64 {
+        let from_burst = self.burst.min(want);
+        self.burst -= from_burst;
+        let rest = want - from_burst;
+        if rest == 0 {
+            return from_burst;
+        }
+        self.refill(now);
+        let have = u64::try_from(self.tokens.max(0)).unwrap_or(u64::MAX);
+        let took = have.min(rest);
+        self.tokens -= i128::from(took);
+        from_burst + took
+    }
+}
+
 /// A direction's limiter: bytes and frames.
 #[derive(Debug, Clone, Default)]
 pub struct Limiter {
@@ -114,6 +133,20 @@ mod tests {
             one_time_burst: burst,
             refill_time_ms: ms,
         }
+    }
+
+    #[test]
+    fn take_up_to_spends_the_burst_then_what_is_left_and_never_owes() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(&tb(100, 50, 1000), t0);
+        assert_eq!(b.take_up_to(30, t0), 30); // burst 50 -> 20
+        assert_eq!(b.take_up_to(70, t0), 70); // burst 20 + 50 of 100 tokens
+        assert_eq!(b.take_up_to(500, t0), 50); // the other 50 tokens, no debt
+        assert_eq!(b.take_up_to(10, t0), 0);
+        // Half the refill time later, half the bucket.
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(b.take_up_to(500, t1), 50);
+        assert_eq!(b.take_up_to(1, t1), 0);
     }
 
     #[test]

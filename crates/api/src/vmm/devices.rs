@@ -335,8 +335,13 @@ mod tests {
             net: vec![net("eth0"), net("eth1")],
             ..Default::default()
         };
-        let mut spec =
-            crate::spec::build_vm_spec(&res, "id", std::path::Path::new("/run/x")).unwrap();
+        let mut spec = crate::spec::build_vm_spec(
+            &res,
+            "id",
+            std::path::Path::new("/run/x"),
+            &Default::default(),
+        )
+        .unwrap();
         assert!(spec.devices.nets.iter().all(|n| n.mmds.is_none()));
         let store = Arc::new(Mutex::new(MmdsStore::new(1000)));
         store.lock().unwrap().put(json!({"k": "v"})).unwrap();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::accel::Accel;
 use ec1_engine::{
     Arch, BalloonSpec, CacheType, Devices, DriveSpec, EngineError, EntropySpec, MemoryBacking,
-    MetadataSpec, NetOverride, NetSpec, RateLimit, SerialOut, TokenBucket, VmSpec,
+    MetadataSpec, NetOverride, NetSpec, RateLimit, TokenBucket, VmSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -335,15 +335,8 @@ impl Machine {
                     rate_limit: d.rate_limit.as_ref().map(rate_limit),
                 })
                 .collect(),
-            serial: match &host.serial {
-                SerialOut::File(p) => SerialOut::File(p.clone()),
-                SerialOut::Stdio => SerialOut::Stdio,
-                SerialOut::Null => SerialOut::Null,
-                SerialOut::Capped { path, max_bytes } => SerialOut::Capped {
-                    path: path.clone(),
-                    max_bytes: *max_bytes,
-                },
-            },
+            // The restoring host's console, whatever the snapshotted guest had.
+            serial: host.serial.clone(),
             agent_socket,
             memory: MemoryBacking::File {
                 path: mem_path.to_path_buf(),
@@ -439,7 +432,7 @@ pub fn override_nets(spec: &mut VmSpec, overrides: &[NetOverride]) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ec1_engine::VsockSpec;
+    use ec1_engine::{SerialOut, VsockSpec};
 
     #[test]
     fn network_overrides_change_the_named_interfaces_tap_only() {
