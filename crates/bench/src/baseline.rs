@@ -276,6 +276,7 @@ mod tests {
             qmp_fd: 7,
             boot_timer_fd: 8,
             console_fd: None,
+            entropy_fd: None,
             ram_fd: None,
         };
         let full = qemu_args(&spec, &ctx).unwrap();

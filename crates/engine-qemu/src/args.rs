@@ -88,8 +88,12 @@ pub struct ArgsContext {
     pub qmp_fd: RawFd,
     /// QEMU's end of a connected socket pair that carries the boot-timer port's bytes.
     pub boot_timer_fd: RawFd,
-    /// For [`SerialOut::Capped`]: QEMU's end of the socket pair its console goes to.
+    /// For [`SerialOut::Capped`] and [`SerialOut::Limited`]: QEMU's end of the socket
+    /// pair its console goes to.
     pub console_fd: Option<RawFd>,
+    /// For a rate-limited entropy device: QEMU's end of the socket pair its `rng-egd`
+    /// backend asks ec1 for bytes on (see `entropy.rs`).
+    pub entropy_fd: Option<RawFd>,
     /// For [`MemoryBacking::Shared`]: the memfd that QEMU inherits and maps as guest
     /// RAM (the engine keeps its own descriptor of it to save the RAM).
     pub ram_fd: Option<RawFd>,
@@ -385,6 +389,7 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
         spec,
         spec.drives.len() + usize::from(spec.agent_socket.is_some()),
         virtio_bus,
+        ctx.entropy_fd,
         &mut devices,
     )?;
     for (flag, value) in devices {
@@ -448,6 +453,7 @@ mod tests {
             qmp_fd: 10,
             boot_timer_fd: 11,
             console_fd: None,
+            entropy_fd: None,
             ram_fd: None,
         }
     }

@@ -99,9 +99,6 @@ pub(crate) fn needs_shared_memory(spec: &VmSpec) -> bool {
 /// Rejects device settings QEMU cannot provide. Pure.
 pub(crate) fn check_devices(spec: &VmSpec) -> Result<(), EngineError> {
     let invalid = |m: String| EngineError::InvalidSpec(m);
-    if let Some(e) = &spec.devices.entropy {
-        entropy_limit(e.rate_limit.as_ref()).map_err(invalid)?;
-    }
     if let Some(b) = &spec.devices.balloon {
         if u64::from(b.amount_mib) > u64::from(spec.mem_mib) {
             return Err(invalid(format!(
@@ -219,27 +216,14 @@ pub(crate) fn check_device_files(spec: &VmSpec) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// QEMU's `max-bytes`/`period` for an entropy rate limit: `size` bytes per
-/// `refill_time_ms`. QEMU has neither a one-time burst (ignored: the limit is only
-/// stricter) nor a limit on requests (refused).
-pub(crate) fn entropy_limit(r: Option<&RateLimit>) -> Result<Option<(u64, u32)>, String> {
-    let Some(r) = r else { return Ok(None) };
-    if r.ops.is_some() {
-        return Err(
-            "an operations (ops) limit on the entropy device: QEMU's virtio-rng limits bytes per period only; use a bandwidth limit".into(),
-        );
-    }
-    let Some(b) = r.bandwidth else {
-        return Ok(None);
-    };
-    let period = u32::try_from(b.refill_time_ms).map_err(|_| {
-        format!(
-            "an entropy refill_time of {} ms: QEMU's period is at most {} ms",
-            b.refill_time_ms,
-            u32::MAX
-        )
-    })?;
-    Ok(Some((b.size, period)))
+/// Whether `spec`'s entropy device has a rate limiter, which ec1 serves (QEMU's
+/// `rng-egd` backend over a socket pair; see `entropy.rs`).
+pub(crate) fn entropy_limited(spec: &VmSpec) -> Option<RateLimit> {
+    spec.devices
+        .entropy
+        .as_ref()
+        .and_then(|e| e.rate_limit)
+        .filter(|r| r.bandwidth.is_some() || r.ops.is_some())
 }
 
 /// A MAC address as QEMU writes it.
@@ -288,6 +272,7 @@ pub(crate) fn device_args(
     spec: &VmSpec,
     first_bus: usize,
     bus: impl Fn(usize) -> String,
+    entropy_fd: Option<std::os::fd::RawFd>,
     out: &mut Vec<(&'static str, OsString)>,
 ) -> Result<(), EngineError> {
     let usable = usable_transports(spec);
@@ -303,15 +288,23 @@ pub(crate) fn device_args(
         })
     };
     let d = &spec.devices;
-    if let Some(e) = &d.entropy {
-        out.push(("-object", "rng-builtin,id=rng0".into()));
-        let mut dev = format!("virtio-rng-device,rng=rng0,id=rng,bus={}", take()?);
-        if let Some((bytes, period)) =
-            entropy_limit(e.rate_limit.as_ref()).map_err(EngineError::InvalidSpec)?
-        {
-            dev.push_str(&format!(",max-bytes={bytes},period={period}"));
+    if d.entropy.is_some() {
+        if entropy_limited(spec).is_some() {
+            // ec1 answers the backend's requests through the rate limiter.
+            let chardev = match entropy_fd {
+                Some(fd) => format!("socket,id=rngchr,fd={fd}"),
+                // Without one (a command line shown, not run).
+                None => "null,id=rngchr".into(),
+            };
+            out.push(("-chardev", chardev.into()));
+            out.push(("-object", "rng-egd,id=rng0,chardev=rngchr".into()));
+        } else {
+            out.push(("-object", "rng-builtin,id=rng0".into()));
         }
-        out.push(("-device", dev.into()));
+        out.push((
+            "-device",
+            format!("virtio-rng-device,rng=rng0,id=rng,bus={}", take()?).into(),
+        ));
     }
     if let Some(b) = &d.balloon {
         let on_off = |v: bool| if v { "on" } else { "off" };
@@ -380,7 +373,7 @@ pub(crate) mod tests {
 
     fn args(s: &VmSpec, first: usize) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        device_args(s, first, bus, &mut out).unwrap();
+        device_args(s, first, bus, Some(9), &mut out).unwrap();
         out.into_iter()
             .map(|(f, v)| (f.to_string(), v.to_string_lossy().into_owned()))
             .collect()
@@ -436,11 +429,10 @@ pub(crate) mod tests {
         check_devices(&s).unwrap();
         let a = args(&s, 2);
         let expect = [
-            ("-object", "rng-builtin,id=rng0"),
-            (
-                "-device",
-                "virtio-rng-device,rng=rng0,id=rng,bus=b2,max-bytes=1000,period=100",
-            ),
+            // A rate-limited entropy device is fed by ec1 over the socket it passes.
+            ("-chardev", "socket,id=rngchr,fd=9"),
+            ("-object", "rng-egd,id=rng0,chardev=rngchr"),
+            ("-device", "virtio-rng-device,rng=rng0,id=rng,bus=b2"),
             (
                 "-device",
                 "virtio-balloon-device,id=balloon0,bus=b4,deflate-on-oom=on,free-page-reporting=on",
@@ -561,29 +553,33 @@ pub(crate) mod tests {
             .map(|i| net(&format!("e{i}"), &format!("t{i}")))
             .collect();
         let mut out = Vec::new();
-        let e = device_args(&s, 2, bus, &mut out).unwrap_err();
+        let e = device_args(&s, 2, bus, None, &mut out).unwrap_err();
         assert!(e.to_string().contains("has 6"), "{e}");
     }
 
     #[test]
-    fn entropy_limits() {
-        assert_eq!(entropy_limit(None), Ok(None));
-        let r = RateLimit {
-            bandwidth: Some(bucket(4096, 1000)),
-            ops: None,
-        };
-        assert_eq!(entropy_limit(Some(&r)), Ok(Some((4096, 1000))));
-        let r = RateLimit {
+    fn only_a_rate_limited_entropy_device_is_served_by_ec1() {
+        let mut s = spec();
+        assert_eq!(entropy_limited(&s), None);
+        s.devices.entropy = Some(EntropySpec { rate_limit: None });
+        assert_eq!(entropy_limited(&s), None);
+        assert_eq!(
+            args(&s, 0)[0],
+            ("-object".into(), "rng-builtin,id=rng0".into())
+        );
+        s.devices.entropy = Some(EntropySpec {
+            rate_limit: Some(RateLimit::default()),
+        });
+        assert_eq!(entropy_limited(&s), None, "an empty limiter limits nothing");
+        let ops = RateLimit {
             bandwidth: None,
             ops: Some(bucket(1, 1)),
         };
-        assert!(entropy_limit(Some(&r)).unwrap_err().contains("ops"));
-        let r = RateLimit {
-            bandwidth: Some(bucket(1, u64::from(u32::MAX) + 1)),
-            ops: None,
-        };
-        assert!(entropy_limit(Some(&r)).unwrap_err().contains("period"));
-        assert_eq!(entropy_limit(Some(&RateLimit::default())), Ok(None));
+        s.devices.entropy = Some(EntropySpec {
+            rate_limit: Some(ops),
+        });
+        assert_eq!(entropy_limited(&s), Some(ops));
+        check_devices(&s).unwrap();
     }
 
     #[test]

@@ -200,6 +200,7 @@ impl QemuEngine {
             qmp_fd: 3,
             boot_timer_fd: 4,
             console_fd: None,
+            entropy_fd: None,
             ram_fd: None,
         }
     }
@@ -280,6 +281,14 @@ impl QemuEngine {
             }
             _ => None,
         };
+        let entropy_limit = crate::devices::entropy_limited(spec);
+        let entropy = match entropy_limit {
+            Some(_) => Some(
+                UnixStream::pair()
+                    .map_err(|e| EngineError::io("creating the entropy socket pair", e))?,
+            ),
+            None => None,
+        };
         let ram = match spec.memory {
             ec1_engine::MemoryBacking::Shared => Some(crate::memfd::guest_ram(spec.mem_mib)?),
             _ => None,
@@ -293,6 +302,7 @@ impl QemuEngine {
             qmp_fd: listener.as_raw_fd(),
             boot_timer_fd: boot_qemu.as_raw_fd(),
             console_fd: console.as_ref().map(|c| c.1.as_raw_fd()),
+            entropy_fd: entropy.as_ref().map(|e| e.1.as_raw_fd()),
             ram_fd: ram_qemu.as_ref().map(|f| f.as_raw_fd()),
             ..self.args_context()
         };
@@ -329,6 +339,7 @@ impl QemuEngine {
         let readers = Arc::new(Readers::default());
         let boot_guard = readers.enter();
         let console_guard = console.as_ref().map(|_| readers.enter());
+        let entropy_guard = entropy.as_ref().map(|_| readers.enter());
         let qmp_guard = readers.enter();
 
         let on_exit = {
@@ -357,6 +368,10 @@ impl QemuEngine {
             Some((ours, qemu)) => (Some(ours), Some(OwnedFd::from(qemu))),
             None => (None, None),
         };
+        let (entropy_ours, entropy_qemu) = match entropy {
+            Some((ours, qemu)) => (Some(ours), Some(OwnedFd::from(qemu))),
+            None => (None, None),
+        };
         let child = process::spawn(
             SpawnConfig {
                 program: self.binary.clone(),
@@ -365,6 +380,7 @@ impl QemuEngine {
                     .into_iter()
                     .chain(ram_qemu)
                     .chain(console_qemu)
+                    .chain(entropy_qemu)
                     .collect(),
                 inherit_stdio: spec.serial == SerialOut::Stdio,
                 thread_name: thread_name(&spec.id),
@@ -406,6 +422,16 @@ impl QemuEngine {
             };
             if let Err((what, e)) = started {
                 return Err(abort(EngineError::io(what, e), false));
+            }
+        }
+        if let (Some(socket), Some(limit), Some(guard)) =
+            (entropy_ours, entropy_limit, entropy_guard)
+        {
+            if let Err(e) = crate::entropy::spawn_egd(socket, limit, guard) {
+                return Err(abort(
+                    EngineError::io("starting the entropy rate limiter", e),
+                    false,
+                ));
             }
         }
         let on_event = {

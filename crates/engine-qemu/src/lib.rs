@@ -34,6 +34,7 @@ mod console;
 mod devices;
 mod drain;
 mod engine;
+mod entropy;
 mod exit;
 mod host;
 mod image_lock;
