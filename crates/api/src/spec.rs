@@ -150,7 +150,10 @@ pub fn build_vm_spec(
         agent_socket: None,
         // Guest RAM the engine can save: any Firecracker guest may be snapshotted later
         // (`PUT /snapshot/create`).
-        memory: MemoryBacking::Shared,
+        memory: match mc.huge_pages {
+            models::HugePageConfig::Hugetlbfs2M => MemoryBacking::HugePages,
+            _ => MemoryBacking::Shared,
+        },
         run_dir: run_dir.to_path_buf(),
         devices: devices(res),
     })

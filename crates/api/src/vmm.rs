@@ -284,8 +284,9 @@ impl Vmm {
                 inner.boot_path = true;
                 let next = validation::update_machine_config(&inner.resources.machine_config, &u)
                     .map_err(VmmActionError::MachineConfig)?;
-                if next.huge_pages != HugePageConfig::None {
-                    return Err(self.unsupported("huge pages are"));
+                if next.huge_pages == HugePageConfig::Transparent {
+                    // "2M" (hugetlbfs pages) is the alternative.
+                    return Err(self.unsupported("transparent huge pages are"));
                 }
                 if next.cpu_template.is_some() {
                     return Err(self.unsupported("static CPU templates are"));

@@ -621,9 +621,9 @@ fn put_machine_config() {
         c.bad(
             "PUT",
             "/machine-config",
-            Some(r#"{"vcpu_count":1,"mem_size_mib":128,"huge_pages":"2M"}"#)
+            Some(r#"{"vcpu_count":1,"mem_size_mib":128,"huge_pages":"Transparent"}"#)
         ),
-        unsupported("huge pages are")
+        unsupported("transparent huge pages are")
     );
     assert_eq!(
         c.bad(

@@ -440,3 +440,114 @@ fn serial_rate_limiter_drops_what_exceeds_its_bucket_and_counts_it() {
         .sum();
     assert!(dropped > 4096, "dropped {dropped} bytes");
 }
+
+/// Sets `/proc/sys/vm/nr_hugepages` for a test and puts the old value back on drop.
+struct HugePagePool(String);
+
+impl HugePagePool {
+    fn set(pages: u64) -> HugePagePool {
+        let path = "/proc/sys/vm/nr_hugepages";
+        let old = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, pages.to_string()).unwrap();
+        HugePagePool(old.trim().to_string())
+    }
+}
+
+impl Drop for HugePagePool {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", &self.0);
+    }
+}
+
+/// The free 2 MiB huge pages of the host.
+fn huge_pages_free() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// The QEMU child of `pid`.
+fn qemu_child_of(pid: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let child: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        // `pid (comm) state ppid ...`; comm may hold spaces, so split after its `)`.
+        let (head, rest) = stat.rsplit_once(')')?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == pid && head.contains("(qemu")).then_some(child)
+    })
+}
+
+/// A config file for a 128 MiB guest on 2 MiB huge pages that runs until killed.
+fn huge_page_config(d: &Path) -> PathBuf {
+    let cfg = d.join("vm.json");
+    let config = json!({
+        "boot-source": {
+            "kernel_image_path": kernel(),
+            "initrd_path": test_initramfs(),
+            "boot_args": "console=ttyS0 reboot=k panic=1 pci=off quiet ec1test.action=hang"
+        },
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "2M"}
+    });
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    cfg
+}
+
+/// `huge_pages: "2M"`: the guest's RAM is on the host's hugetlb pages (QEMU maps it
+/// with 2 MiB kernel pages) and the guest runs; with no pages in the pool, ec1 refuses
+/// to start and says what to reserve.
+#[test]
+fn huge_pages_back_the_guest_or_are_refused_with_what_is_missing() {
+    // No pool: refused before QEMU starts, naming what to reserve.
+    {
+        let _pool = HugePagePool::set(0);
+        let dir = tempdir("ec1-huge-none");
+        let out = Command::new(EC1)
+            .args(["--no-api", "--config-file"])
+            .arg(huge_page_config(dir.path()))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{err}");
+        assert!(
+            err.contains("need 64 free 2 MiB huge pages") && err.contains("nr_hugepages"),
+            "{err}"
+        );
+    }
+    // A pool that holds the guest: QEMU maps its RAM on 2 MiB pages.
+    let _pool = HugePagePool::set(64);
+    assert_eq!(
+        huge_pages_free(),
+        64,
+        "the host could not reserve 64 huge pages"
+    );
+    let dir = tempdir("ec1-huge");
+    let cfg = huge_page_config(dir.path());
+    let launch = Launch::spawn(
+        dir,
+        &[
+            "--no-api".as_ref(),
+            "--config-file".as_ref(),
+            cfg.as_os_str(),
+        ],
+    );
+    launch
+        .console
+        .wait("the guest running", |l| l.starts_with("EC1TEST tick"));
+    let qemu = qemu_child_of(launch.child.id()).expect("ec1 runs QEMU");
+    let smaps = std::fs::read_to_string(format!("/proc/{qemu}/smaps")).unwrap();
+    assert!(
+        smaps
+            .lines()
+            .any(|l| l.starts_with("KernelPageSize:") && l.contains(" 2048 kB")),
+        "no mapping with 2 MiB pages in QEMU's smaps"
+    );
+    assert!(
+        huge_pages_free() < 64,
+        "the guest's pages came from the pool"
+    );
+}

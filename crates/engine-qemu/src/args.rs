@@ -197,7 +197,7 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
     });
     if matches!(
         spec.memory,
-        MemoryBacking::File { .. } | MemoryBacking::Shared
+        MemoryBacking::File { .. } | MemoryBacking::Shared | MemoryBacking::HugePages
     ) || crate::devices::needs_shared_memory(spec)
     {
         machine.push_str(",memory-backend=mem");
@@ -247,15 +247,23 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
                 },
             ),
         );
-    } else if spec.memory == MemoryBacking::Shared {
+    } else if matches!(
+        spec.memory,
+        MemoryBacking::Shared | MemoryBacking::HugePages
+    ) {
+        let huge = spec.memory == MemoryBacking::HugePages;
         a.opt(
             "-object",
             match ctx.ram_fd {
-                // The engine's memfd, opened by QEMU through its own descriptor table.
+                // The engine's memfd, opened by QEMU through its own descriptor table
+                // (on hugetlbfs for huge pages, which QEMU sees and aligns to).
                 Some(fd) => format!(
                     "memory-backend-file,id=mem,size={mem},mem-path=/proc/self/fd/{fd},share=on"
                 ),
                 // Without one (a command line shown, not run): QEMU's own memfd.
+                None if huge => format!(
+                    "memory-backend-memfd,id=mem,size={mem},share=on,hugetlb=on,hugetlbsize=2M"
+                ),
                 None => format!("memory-backend-memfd,id=mem,size={mem},share=on"),
             },
         );

@@ -291,6 +291,10 @@ impl QemuEngine {
         };
         let ram = match spec.memory {
             ec1_engine::MemoryBacking::Shared => Some(crate::memfd::guest_ram(spec.mem_mib)?),
+            ec1_engine::MemoryBacking::HugePages => Some(crate::memfd::guest_ram_huge(
+                spec.mem_mib,
+                &crate::memfd::meminfo(),
+            )?),
             _ => None,
         };
         let ram_qemu = ram

@@ -98,6 +98,10 @@ pub enum MemoryBacking {
     /// first write of the guest to a page a filesystem write fault, and write guest
     /// RAM back to the disk.)
     Shared,
+    /// As [`MemoryBacking::Shared`], on the host's 2 MiB hugetlb pages (Firecracker's
+    /// `huge_pages: "2M"`): the pages come from the host's reserved pool, which must
+    /// hold the whole guest.
+    HugePages,
     /// A file mapped shared (writes reach the file; a template source) or private
     /// (copy-on-write; a clone).
     File { path: PathBuf, shared: bool },

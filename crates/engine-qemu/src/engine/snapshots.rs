@@ -88,7 +88,7 @@ impl QemuEngine {
         let ram = match (&vm.spec.memory, &vm.ram) {
             (MemoryBacking::File { path, shared: true }, _) => path.clone(),
             // The engine's own descriptor of the memfd QEMU maps.
-            (MemoryBacking::Shared, Some(fd)) => {
+            (MemoryBacking::Shared | MemoryBacking::HugePages, Some(fd)) => {
                 PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
             }
             _ => {
