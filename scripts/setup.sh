@@ -55,7 +55,7 @@ if ! qemu_ok qemu-system-x86_64 || ! qemu_ok qemu-system-aarch64; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t bookworm-backports qemu-system-x86 qemu-system-arm
 fi
 
-for p in busybox-static build-essential flex bison bc libelf-dev xz-utils linux-source-6.1 gcc-aarch64-linux-gnu llvm-19 cpio e2fsprogs iproute2 python3-venv debootstrap; do
+for p in busybox-static build-essential flex bison bc libelf-dev xz-utils linux-source-6.1 gcc-aarch64-linux-gnu llvm-19 cpio e2fsprogs iproute2 python3-venv debootstrap qemu-utils; do
     pkg_ok "$p" || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -77,25 +77,42 @@ impl VmResources {
         if cfg.is_root_device && has_root && position != Some(0) {
             return Err("A root block device already exists!".into());
         }
-        let path = match (&cfg.path_on_host, &cfg.socket) {
-            (Some(p), None) => p,
+        match (&cfg.path_on_host, &cfg.socket) {
+            (Some(path), None) => {
+                let read_only = cfg.is_read_only.unwrap_or(false);
+                OpenOptions::new()
+                    .read(true)
+                    .write(!read_only)
+                    .open(path)
+                    .map_err(|e| {
+                        format!("Unable to create the virtio block device: cannot open {path}: {e}")
+                    })?;
+            }
             (None, None) => {
                 return Err(
                     "Unable to create the virtio block device: path_on_host is required".into(),
                 )
             }
-            (_, Some(_)) => {
-                return Err("Unable to create the virtio block device: path_on_host and socket are mutually exclusive".into())
+            // A vhost-user drive has a socket and none of a file drive's settings
+            // (Firecracker's VhostUserBlockConfig).
+            (None, Some(socket))
+                if cfg.is_read_only.is_none()
+                    && cfg.rate_limiter.is_none()
+                    && cfg.io_engine.is_none() =>
+            {
+                use std::os::unix::fs::FileTypeExt;
+                let is_socket = std::fs::metadata(socket)
+                    .map(|m| m.file_type().is_socket())
+                    .unwrap_or(false);
+                if !is_socket {
+                    return Err(format!("Unable to create the block device: Vhost user backend error: Vhost-user error: no vhost-user-blk backend listens on {socket}"));
+                }
             }
-        };
-        let read_only = cfg.is_read_only.unwrap_or(false);
-        OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)
-            .map_err(|e| {
-                format!("Unable to create the virtio block device: cannot open {path}: {e}")
-            })?;
+            (_, Some(_)) => return Err(
+                "Unable to create the block device: Vhost user backend error: Cannot create config"
+                    .into(),
+            ),
+        }
         let root = cfg.is_root_device;
         match position {
             None if root => self.drives.insert(0, cfg),
@@ -239,9 +256,29 @@ mod tests {
         let mut d = drive("a", "/x", false);
         d.path_on_host = None;
         assert!(r.insert_drive(d.clone()).unwrap_err().contains("required"));
+        // vhost-user: a socket and none of a file drive's settings, as Firecracker.
         d.socket = Some("/s".into());
         d.path_on_host = Some("/x".into());
-        assert!(r.insert_drive(d).unwrap_err().contains("exclusive"));
+        assert!(r
+            .insert_drive(d.clone())
+            .unwrap_err()
+            .contains("Cannot create config"));
+        d.path_on_host = None;
+        d.is_read_only = None;
+        assert!(r
+            .insert_drive(d.clone())
+            .unwrap_err()
+            .contains("no vhost-user-blk backend listens on /s"));
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("blk.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        d.socket = Some(sock.to_str().unwrap().into());
+        r.insert_drive(d.clone()).unwrap();
+        d.is_read_only = Some(true);
+        assert!(r
+            .insert_drive(d)
+            .unwrap_err()
+            .contains("Cannot create config"));
     }
 
     #[test]

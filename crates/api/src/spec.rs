@@ -60,13 +60,20 @@ pub fn kernel_cmdline(res: &VmResources) -> Result<Cmdline, SpecError> {
 pub fn drive_spec(d: &models::BlockDeviceConfig) -> DriveSpec {
     DriveSpec {
         id: d.drive_id.clone(),
-        path: PathBuf::from(d.path_on_host.clone().unwrap_or_default()),
+        // A vhost-user drive's backend socket stands where an image path would.
+        path: PathBuf::from(
+            d.socket
+                .clone()
+                .or_else(|| d.path_on_host.clone())
+                .unwrap_or_default(),
+        ),
         read_only: d.is_read_only.unwrap_or(false),
         cache: match d.cache_type {
             models::CacheType::Unsafe => CacheType::Unsafe,
             models::CacheType::Writeback => CacheType::Writeback,
         },
         rate_limit: d.rate_limiter.and_then(|r| r.to_engine()),
+        vhost_user: d.socket.is_some(),
     }
 }
 

@@ -304,9 +304,6 @@ impl Vmm {
             }
             A::PutDrive(cfg) => {
                 inner.boot_path = true;
-                if cfg.socket.is_some() {
-                    return Err(self.unsupported("vhost-user block devices are"));
-                }
                 inner
                     .resources
                     .insert_drive(cfg)

@@ -323,9 +323,20 @@ fn put_drives() {
         c.bad(
             "PUT",
             "/drives/vu",
-            Some(r#"{"drive_id":"vu","is_root_device":false,"socket":"/tmp/vhost.sock"}"#)
+            Some(r#"{"drive_id":"vu","is_root_device":false,"socket":"/nonexistent/vhost.sock"}"#)
         ),
-        unsupported("vhost-user block devices are")
+        "Drive config error: Unable to create the block device: Vhost user backend error: Vhost-user error: no vhost-user-blk backend listens on /nonexistent/vhost.sock"
+    );
+    // A vhost-user drive takes its backend's socket in place of an image.
+    let vu = t.dir.path().join("vu.sock");
+    let _backend = std::os::unix::net::UnixListener::bind(&vu).unwrap();
+    c.ok(
+        "PUT",
+        "/drives/vu",
+        &format!(
+            r#"{{"drive_id":"vu","is_root_device":false,"socket":"{}"}}"#,
+            vu.display()
+        ),
     );
     assert!(c
         .bad(
@@ -346,7 +357,9 @@ fn put_drives() {
     c.ok("PUT", "/actions", r#"{"action_type":"InstanceStart"}"#);
     let spec = t.engine.spec().unwrap();
     let ids: Vec<_> = spec.drives.iter().map(|d| d.id.as_str()).collect();
-    assert_eq!(ids, ["rootfs", "data"]);
+    assert_eq!(ids, ["rootfs", "data", "vu"]);
+    assert!(spec.drives[2].vhost_user && spec.drives[2].path == vu);
+    assert!(!spec.drives[0].vhost_user);
     assert!(spec.drives[0].read_only);
     assert_eq!(spec.drives[0].cache, ec1_engine::CacheType::Writeback);
     assert_eq!(

@@ -551,3 +551,66 @@ fn huge_pages_back_the_guest_or_are_refused_with_what_is_missing() {
         "the guest's pages came from the pool"
     );
 }
+
+/// A drive with `socket` instead of `path_on_host` (Firecracker's vhost-user block):
+/// QEMU's storage daemon serves an image over vhost-user-blk, and the guest reads it
+/// as its first disk; the guest's snapshot is refused with the reason.
+#[test]
+fn a_vhost_user_drive_is_served_by_its_backend() {
+    let dir = tempdir("ec1-vhost-blk");
+    let d = dir.path().to_path_buf();
+    // The backend's files live apart from ec1's directory, whose processes the
+    // launch checks for leftovers when ec1 is gone.
+    let backend_dir = tempdir("ec1-vhost-backend");
+    let (img, sock) = (
+        backend_dir.path().join("disk.img"),
+        backend_dir.path().join("blk.sock"),
+    );
+    image(&img, "VHOST-USER-DISK", 4 << 20);
+    let mut daemon = Command::new("qemu-storage-daemon");
+    daemon
+        .arg("--blockdev")
+        .arg(format!(
+            "driver=file,node-name=file0,filename={}",
+            img.display()
+        ))
+        .args(["--blockdev", "driver=raw,node-name=disk0,file=file0"])
+        .arg("--export")
+        .arg(format!(
+            "type=vhost-user-blk,id=exp0,node-name=disk0,writable=on,addr.type=unix,addr.path={}",
+            sock.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut backend = spawn_tied(daemon);
+    wait_for(Duration::from_secs(10), || sock.exists().then_some(()))
+        .expect("qemu-storage-daemon did not listen");
+    let config = json!({
+        "boot-source": {
+            "kernel_image_path": kernel(),
+            "initrd_path": test_initramfs(),
+            "boot_args": "console=ttyS0 reboot=k panic=1 pci=off quiet ec1test.action=probe"
+        },
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
+        "drives": [{"drive_id": "vu", "is_root_device": false, "socket": sock}]
+    });
+    let cfg = d.join("vm.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let mut launch = Launch::spawn(
+        dir,
+        &[
+            "--no-api".as_ref(),
+            "--config-file".as_ref(),
+            cfg.as_os_str(),
+        ],
+    );
+    launch.console.wait("the vhost-user disk", |l| {
+        l == format!(
+            "EC1TEST vda=VHOST-USER-DISK. sectors={}",
+            (4u64 << 20) / 512
+        )
+    });
+    assert_eq!(launch.exit_code(), 0);
+    let _ = backend.kill();
+    let _ = backend.wait();
+}

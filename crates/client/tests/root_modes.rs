@@ -38,6 +38,7 @@ fn drive(img: &Path) -> Vec<DriveSpec> {
         read_only: false,
         cache: CacheType::Unsafe,
         rate_limit: None,
+        vhost_user: false,
     }]
 }
 

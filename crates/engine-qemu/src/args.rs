@@ -322,8 +322,30 @@ pub fn qemu_args(spec: &VmSpec, ctx: &ArgsContext) -> Result<Vec<OsString>, Engi
             ))
         })
     };
+    if spec.drives.iter().any(|d| d.vhost_user) {
+        // vhost-user backends (libvhost-user's among them) serve virtio 1.0 devices
+        // only; microvm's transports are legacy (version 1) unless told otherwise.
+        a.opt("-global", "virtio-mmio.force-legacy=false");
+    }
     for (i, d) in spec.drives.iter().enumerate() {
         let n = DriveNames::new(i);
+        if d.vhost_user {
+            // The backend serves the disk; QEMU connects the device to its socket
+            // (guest RAM is shared: the backend maps it).
+            a.opt(
+                "-chardev",
+                with_path(&format!("socket,id=vub{i},path="), &d.path, ""),
+            )
+            .opt(
+                "-device",
+                format!(
+                    "vhost-user-blk,chardev=vub{i},id={},num-queues=1,bus={}",
+                    n.device,
+                    virtio_bus(slot(i)?)
+                ),
+            );
+            continue;
+        }
         let mut opt = with_path(
             &format!(
                 "if=none,id={},node-name={},format=raw,file.driver=file,file.filename=",
@@ -640,6 +662,7 @@ mod tests {
                 read_only: true,
                 cache: CacheType::Unsafe,
                 rate_limit: None,
+                vhost_user: false,
             },
             DriveSpec {
                 id: "data".into(),
@@ -658,6 +681,7 @@ mod tests {
                         refill_time_ms: 100,
                     }),
                 }),
+                vhost_user: false,
             },
         ];
         let a = args(&s, &ctx());
@@ -700,6 +724,7 @@ mod tests {
             read_only: false,
             cache: CacheType::Unsafe,
             rate_limit: Some(RateLimit::default()),
+            vhost_user: false,
         }];
         s.agent_socket = Some("/run/ec1/vm1/agent.sock".into());
         s.cmdline = "console=ttyS0 -- --agent".into();

@@ -93,7 +93,7 @@ pub(crate) fn vsock_control_socket(run_dir: &Path) -> PathBuf {
 /// Whether guest RAM must be a shared mapping a second process can map too: a
 /// vhost-user backend (vsock) reads and writes the guest's queues directly.
 pub(crate) fn needs_shared_memory(spec: &VmSpec) -> bool {
-    spec.devices.vsock.is_some()
+    spec.devices.vsock.is_some() || spec.drives.iter().any(|d| d.vhost_user)
 }
 
 /// Rejects device settings QEMU cannot provide. Pure.
@@ -475,6 +475,7 @@ pub(crate) mod tests {
                 read_only: false,
                 cache: Default::default(),
                 rate_limit: None,
+                vhost_user: false,
             })
             .collect();
         s

@@ -498,6 +498,7 @@ impl QemuEngine {
                 names: DriveNames::new(i),
                 read_only: d.read_only,
                 cache: d.cache,
+                vhost_user: d.vhost_user,
                 generation: 0,
                 size: std::fs::metadata(&d.path).map(|m| m.size()).unwrap_or(0),
             })
@@ -728,6 +729,12 @@ impl Engine for QemuEngine {
             .ok_or_else(|| {
                 EngineError::InvalidSpec(format!("the guest has no drive {:?}", update.id))
             })?;
+        if drive.vhost_user && (update.path.is_some() || update.rate_limit.is_some()) {
+            return Err(EngineError::InvalidSpec(format!(
+                "the drive {:?} is served by a vhost-user backend: its backend owns the disk and its rate (only a drive_id may be patched)",
+                update.id
+            )));
+        }
         if let Some(path) = &update.path {
             change_medium(qmp, drive, path)?;
         }

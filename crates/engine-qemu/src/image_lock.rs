@@ -62,7 +62,11 @@ pub(crate) fn explain(err: EngineError, spec: &VmSpec, qemu_pid: u32) -> EngineE
     if !is_lock_failure(stderr) {
         return err;
     }
-    for d in spec.drives.iter().filter(|d| locks(d.read_only)) {
+    for d in spec
+        .drives
+        .iter()
+        .filter(|d| !d.vhost_user && locks(d.read_only))
+    {
         let named = stderr.contains(&format!("[{}]", d.path.display()));
         let who = holders(&d.path, &[qemu_pid, std::process::id()]);
         if named || !who.is_empty() {
@@ -120,6 +124,7 @@ mod tests {
                 read_only,
                 cache: ec1_engine::CacheType::Unsafe,
                 rate_limit: None,
+                vhost_user: false,
             }],
             ..crate::devices::tests::spec()
         };

@@ -32,6 +32,8 @@ pub(crate) struct DriveState {
     pub names: DriveNames,
     pub read_only: bool,
     pub cache: CacheType,
+    /// Served by a vhost-user backend: no medium to change, no throttle.
+    pub vhost_user: bool,
     /// The generation of the current file node (0 is the one from the command line).
     pub generation: u64,
     /// The current file's size in bytes.
@@ -189,6 +191,7 @@ mod tests {
 
     fn drive() -> DriveState {
         DriveState {
+            vhost_user: false,
             id: "rootfs".into(),
             names: DriveNames::new(0),
             read_only: true,

@@ -196,7 +196,18 @@ pub(crate) fn check_files(spec: &VmSpec) -> Result<(), EngineError> {
         open_file("initrd", initrd, &read)?;
     }
     for d in &spec.drives {
-        if d.read_only {
+        if d.vhost_user {
+            use std::os::unix::fs::FileTypeExt;
+            let m =
+                std::fs::metadata(&d.path).map_err(file_err("vhost-user drive socket", &d.path))?;
+            if !m.file_type().is_socket() {
+                return Err(invalid(format!(
+                    "the vhost-user drive {:?}: {} is not a socket (a vhost-user-blk backend listens there)",
+                    d.id,
+                    d.path.display()
+                )));
+            }
+        } else if d.read_only {
             open_file("drive image", &d.path, &read)?;
         } else {
             open_file("drive image (read-write)", &d.path, &read_write)?;
@@ -253,6 +264,7 @@ mod tests {
             read_only,
             cache: CacheType::Unsafe,
             rate_limit: None,
+            vhost_user: false,
         }
     }
 

@@ -168,6 +168,7 @@ fn guest_boots_reports_and_shuts_down() {
         read_only: true,
         cache: CacheType::Unsafe,
         rate_limit: None,
+        vhost_user: false,
     }];
     let events = Events::default();
     let e = engine();
@@ -233,6 +234,7 @@ fn pause_resume_media_change_and_ctrl_alt_del() {
                 refill_time_ms: 1000,
             }),
         }),
+        vhost_user: false,
     }];
     s.agent_socket = Some(d.join("agent.sock"));
     let events = Events::default();
@@ -468,6 +470,7 @@ fn missing_files_fail_before_anything_is_spawned() {
         read_only: true,
         cache: CacheType::Unsafe,
         rate_limit: None,
+        vhost_user: false,
     }];
     assert!(matches!(
         e.start(&s, Events::default().sink()),

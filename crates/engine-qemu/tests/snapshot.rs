@@ -117,6 +117,7 @@ fn snapshot_restore_clones_and_refusals() {
         read_only: true,
         cache: ec1_engine::CacheType::Unsafe,
         rate_limit: None,
+        vhost_user: false,
     }];
     let src = engine();
     assert!(src.capabilities().snapshots);

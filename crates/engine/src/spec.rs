@@ -143,6 +143,9 @@ pub struct DriveSpec {
     pub read_only: bool,
     pub cache: CacheType,
     pub rate_limit: Option<RateLimit>,
+    /// `path` is the socket of a vhost-user-blk backend (Firecracker's `socket`) that
+    /// serves the disk, not an image: the engine connects the device to it.
+    pub vhost_user: bool,
 }
 
 /// A change to a drive of a running guest.

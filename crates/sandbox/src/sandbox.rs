@@ -444,6 +444,7 @@ pub fn spec_for(
                 read_only: opts.rootfs_read_only,
                 cache: CacheType::Unsafe,
                 rate_limit: None,
+                vhost_user: false,
             });
             cmdline.push_params(&[
                 match mode {

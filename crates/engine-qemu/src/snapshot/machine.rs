@@ -193,6 +193,16 @@ impl Machine {
                     .into(),
             });
         }
+        if let Some(d) = spec.drives.iter().find(|d| d.vhost_user) {
+            // Firecracker: "Snapshotting of vhost-user-blk devices is not supported".
+            return Err(EngineError::Unsupported {
+                engine: format!("qemu-{}", facts.accel.as_str()),
+                what: format!(
+                    "snapshotting a guest with a vhost-user-blk drive ({:?}): its backend holds state the snapshot cannot",
+                    d.id
+                ),
+            });
+        }
         let drives = spec
             .drives
             .iter()
@@ -333,6 +343,7 @@ impl Machine {
                         CacheType::Unsafe
                     },
                     rate_limit: d.rate_limit.as_ref().map(rate_limit),
+                    vhost_user: false,
                 })
                 .collect(),
             // The restoring host's console, whatever the snapshotted guest had.
@@ -480,6 +491,7 @@ mod tests {
                 read_only: true,
                 cache: CacheType::Writeback,
                 rate_limit: Some(limit),
+                vhost_user: false,
             }],
             serial: SerialOut::Null,
             agent_socket: Some("/run/a/agent.sock".into()),
@@ -590,6 +602,10 @@ mod tests {
         s.drives[0].path = PathBuf::from(std::ffi::OsString::from_vec(b"/img/\xff".to_vec()));
         let e = Machine::describe(&s, FACTS).unwrap_err().to_string();
         assert!(e.contains("not valid UTF-8"), "{e}");
+        let mut s = spec();
+        s.drives[0].vhost_user = true;
+        let e = Machine::describe(&s, FACTS).unwrap_err().to_string();
+        assert!(e.contains("vhost-user-blk drive"), "{e}");
     }
 
     #[test]
