@@ -145,6 +145,11 @@ pub(crate) fn kernel_cmdline(spec: &VmSpec, ctx: &ArgsContext) -> Result<String,
                 .take(transports)
                 .map(virtio_param),
         );
+        // This machine has no ACPI tables: a kernel built with ACPI (ec1's, and
+        // Firecracker's guest kernels) would scan for them and log an error.
+        if !spec.cmdline.has("acpi") {
+            extra.push("acpi=off".into());
+        }
     }
     if ctx.accel == Accel::Tcg && !spec.cmdline.has("tsc") {
         if let Some(khz) = ctx.tsc_khz {
@@ -578,7 +583,7 @@ mod tests {
             "-initrd",
             "/k/initrd.cpio",
             "-append",
-            "console=ttyS0 reboot=k panic=-1 tsc_early_khz=2445424 tsc=reliable",
+            "console=ttyS0 reboot=k panic=-1 acpi=off tsc_early_khz=2445424 tsc=reliable",
         ];
         assert_eq!(a, expected);
     }
@@ -592,7 +597,10 @@ mod tests {
         let a = args(&spec(), &c);
         assert_eq!(values(&a, "-accel"), ["kvm"]);
         assert_eq!(values(&a, "-cpu"), ["host"]);
-        assert_eq!(values(&a, "-append"), ["console=ttyS0 reboot=k panic=-1"]);
+        assert_eq!(
+            values(&a, "-append"),
+            ["console=ttyS0 reboot=k panic=-1 acpi=off"]
+        );
     }
 
     #[test]
@@ -601,23 +609,26 @@ mod tests {
         s.cmdline = "console=ttyS0 tsc=unstable".into();
         assert_eq!(
             values(&args(&s, &ctx()), "-append"),
-            ["console=ttyS0 tsc=unstable"]
+            ["console=ttyS0 tsc=unstable acpi=off"]
         );
         s.cmdline = "tsc_early_khz=1000".into();
         assert_eq!(
             values(&args(&s, &ctx()), "-append"),
-            ["tsc_early_khz=1000 tsc=reliable"]
+            ["tsc_early_khz=1000 acpi=off tsc=reliable"]
         );
         let c = ArgsContext {
             tsc_khz: None,
             ..ctx()
         };
         s.cmdline = "quiet".into();
-        assert_eq!(values(&args(&s, &c), "-append"), ["quiet"]);
+        assert_eq!(values(&args(&s, &c), "-append"), ["quiet acpi=off"]);
+        // The user's own `acpi=` wins.
+        s.cmdline = "quiet acpi=force".into();
+        assert_eq!(values(&args(&s, &c), "-append"), ["quiet acpi=force"]);
         s.cmdline = "quiet -- loop".into();
         assert_eq!(
             values(&args(&s, &ctx()), "-append"),
-            ["quiet tsc_early_khz=2445424 tsc=reliable -- loop"]
+            ["quiet acpi=off tsc_early_khz=2445424 tsc=reliable -- loop"]
         );
     }
 
@@ -710,7 +721,7 @@ mod tests {
             values(&a, "-append"),
             [
                 "console=ttyS0 reboot=k panic=-1 virtio_mmio.device=512@0xfeb00000:5 \
-              virtio_mmio.device=512@0xfeb00200:6 tsc_early_khz=2445424 tsc=reliable"
+              virtio_mmio.device=512@0xfeb00200:6 acpi=off tsc_early_khz=2445424 tsc=reliable"
             ]
         );
     }
@@ -745,7 +756,7 @@ mod tests {
         assert_eq!(
             values(&a, "-append"),
             ["console=ttyS0 virtio_mmio.device=512@0xfeb00000:5 virtio_mmio.device=512@0xfeb00200:6 \
-              tsc_early_khz=2445424 tsc=reliable -- --agent"]
+              acpi=off tsc_early_khz=2445424 tsc=reliable -- --agent"]
         );
     }
 
