@@ -612,11 +612,6 @@ fn bad_device_configurations_are_refused_and_change_nothing() {
         "hinting",
     );
     bad(
-        "/entropy",
-        r#"{"rate_limiter":{"ops":{"size":10,"refill_time":100}}}"#,
-        "ops",
-    );
-    bad(
         "/mmds/config",
         r#"{"network_interfaces":["eth9"]}"#,
         "does not correspond",
