@@ -152,6 +152,19 @@ mod tests {
     }
 
     #[test]
+    fn a_confined_thread_cannot_map_executable_memory() {
+        let out = confined_child_doing("exec-map");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(BAD_SYSCALL_EXIT), "{stderr}");
+        assert!(stderr.contains("worked before"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("refused system call {}", libc::SYS_mmap)),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("not reached"), "{stderr}");
+    }
+
+    #[test]
     fn a_confined_thread_cannot_start_programs() {
         use std::os::unix::process::ExitStatusExt;
         // posix_spawn blocks every signal around its clone, so the kernel delivers the
@@ -190,7 +203,22 @@ mod tests {
                 a.write_all(&vec![7u8; 1 << 20]).unwrap();
                 assert_eq!(h.join().unwrap(), 1 << 20);
                 eprintln!("worked before");
-                // What it never does: open or remove a file, start a program.
+                // What it never does: map executable memory, open or remove a file,
+                // start a program.
+                if action == "exec-map" {
+                    // SAFETY: an anonymous mapping request, refused before it exists.
+                    let p = unsafe {
+                        libc::mmap(
+                            std::ptr::null_mut(),
+                            4096,
+                            libc::PROT_READ | libc::PROT_EXEC,
+                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                            -1,
+                            0,
+                        )
+                    };
+                    eprintln!("not reached: mapped {p:?}");
+                }
                 let open = std::fs::File::open("/etc/hostname").map(drop);
                 assert_eq!(
                     open.unwrap_err().kind(),

@@ -97,11 +97,10 @@ fn device() -> BTreeMap<i64, Vec<SeccompRule>> {
         libc::SYS_clock_gettime,
         libc::SYS_sched_yield,
         libc::SYS_getrandom,
-        // Memory: the allocator, thread stacks, guest memory handed over by QEMU.
-        libc::SYS_mmap,
+        // Memory: the allocator, thread stacks, guest memory handed over by QEMU
+        // (mmap and mprotect below: never executable).
         libc::SYS_munmap,
         libc::SYS_mremap,
-        libc::SYS_mprotect,
         libc::SYS_madvise,
         libc::SYS_brk,
         // Threads: start (clone is below), name, signal masks, exit.
@@ -126,6 +125,16 @@ fn device() -> BTreeMap<i64, Vec<SeccompRule>> {
     for nr in [libc::SYS_epoll_wait, libc::SYS_poll, libc::SYS_arch_prctl] {
         r.insert(nr, vec![]);
     }
+    // No executable memory: a thread taken over by a guest cannot map code of its own.
+    let not_exec = || {
+        vec![when(vec![arg(
+            2,
+            SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
+            0,
+        )])]
+    };
+    r.insert(libc::SYS_mmap, not_exec());
+    r.insert(libc::SYS_mprotect, not_exec());
     // Only Unix sockets (a guest's vsock connection to a host listener).
     r.insert(libc::SYS_socket, one_of(0, &[libc::AF_UNIX as u64]));
     // Only non-blocking and close-on-exec switches. (The request's type is the C
