@@ -859,30 +859,34 @@ fn put_entropy() {
     assert_eq!(c.bad("PUT", "/entropy", Some("{}")), POST_BOOT);
 }
 
+/// The engine's serial console after `PUT /serial` with `body` and a boot.
+fn serial_after(body: &str) -> SerialOut {
+    let t = TestVmm::new();
+    let mut c = t.client();
+    c.ok("PUT", "/serial", body);
+    t.boot();
+    assert_eq!(c.bad("PUT", "/serial", Some("{}")), POST_BOOT);
+    t.engine.spec().unwrap().serial
+}
+
 #[test]
 fn put_serial() {
     let t = TestVmm::new();
-    let mut c = t.client();
     let out = t.dir.path().join("serial.out");
-    c.ok(
-        "PUT",
-        "/serial",
-        &format!(r#"{{"serial_out_path":"{}"}}"#, out.display()),
-    );
-    assert!(c
+    assert!(t
+        .client()
         .bad("PUT", "/serial", Some(r#"{"path":"x"}"#))
         .contains("unknown field"));
-    // The rate limiter (a token bucket of bytes) goes to the engine with the path.
-    c.ok(
-        "PUT",
-        "/serial",
-        &format!(
-            r#"{{"serial_out_path":"{}","rate_limiter":{{"size":100,"one_time_burst":5,"refill_time":10}}}}"#,
-            out.display()
-        ),
+    assert_eq!(
+        serial_after(&format!(r#"{{"serial_out_path":"{}"}}"#, out.display())),
+        SerialOut::File(out.clone())
     );
-    t.boot();
-    match t.engine.spec().unwrap().serial {
+    // The rate limiter (a token bucket of bytes) goes to the engine with the path.
+    let limited = serial_after(&format!(
+        r#"{{"serial_out_path":"{}","rate_limiter":{{"size":100,"one_time_burst":5,"refill_time":10}}}}"#,
+        out.display()
+    ));
+    match limited {
         SerialOut::Limited { to, bucket, .. } => {
             assert_eq!(to, Some(out));
             assert_eq!(
@@ -892,21 +896,6 @@ fn put_serial() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(c.bad("PUT", "/serial", Some("{}")), POST_BOOT);
-}
-
-#[test]
-fn put_serial_without_a_limiter_or_path() {
-    let t = TestVmm::new();
-    let mut c = t.client();
-    let out = t.dir.path().join("serial.out");
-    c.ok(
-        "PUT",
-        "/serial",
-        &format!(r#"{{"serial_out_path":"{}"}}"#, out.display()),
-    );
-    t.boot();
-    assert_eq!(t.engine.spec().unwrap().serial, SerialOut::File(out));
 }
 
 #[test]

@@ -118,6 +118,26 @@ fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
 }
 
+/// Writes `d/vm.json`: a 1-vCPU, 128 MiB guest of the test init, booted with
+/// `boot_args`, plus the top-level keys of `more` (a `machine-config` there replaces
+/// the default one).
+fn config_file(d: &Path, boot_args: &str, more: Value) -> PathBuf {
+    let mut config = json!({
+        "boot-source": {
+            "kernel_image_path": kernel(),
+            "initrd_path": test_initramfs(),
+            "boot_args": boot_args
+        },
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128}
+    });
+    if let (Value::Object(c), Value::Object(m)) = (&mut config, more) {
+        c.extend(m);
+    }
+    let cfg = d.join("vm.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    cfg
+}
+
 /// Waits for the API socket, then answers 204 to every request in `calls`.
 fn api_calls(sock: &Path, calls: &[(&str, &str, Value)]) {
     wait_for(Duration::from_secs(10), || sock.exists().then_some(())).expect("no API socket");
@@ -396,22 +416,18 @@ fn serial_rate_limiter_drops_what_exceeds_its_bucket_and_counts_it() {
     let d = dir.path().to_path_buf();
     let (out, metrics) = (d.join("serial.out"), d.join("metrics.json"));
     std::fs::write(&metrics, b"").unwrap();
-    let config = json!({
-        "boot-source": {
-            "kernel_image_path": kernel(),
-            "initrd_path": test_initramfs(),
-            // No `quiet`: the kernel's boot log is tens of KiB.
-            "boot_args": "console=ttyS0 reboot=k panic=1 pci=off ec1test.action=reboot"
-        },
-        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
-        "serial": {
-            "serial_out_path": out,
-            "rate_limiter": {"size": 2048, "one_time_burst": 1024, "refill_time": 600000}
-        },
-        "metrics": {"metrics_path": metrics}
-    });
-    let cfg = d.join("vm.json");
-    std::fs::write(&cfg, config.to_string()).unwrap();
+    let cfg = config_file(
+        &d,
+        // No `quiet`: the kernel's boot log is tens of KiB.
+        "console=ttyS0 reboot=k panic=1 pci=off ec1test.action=reboot",
+        json!({
+            "serial": {
+                "serial_out_path": out,
+                "rate_limiter": {"size": 2048, "one_time_burst": 1024, "refill_time": 600000}
+            },
+            "metrics": {"metrics_path": metrics}
+        }),
+    );
     let mut launch = Launch::spawn(
         dir,
         &[
@@ -483,17 +499,11 @@ fn qemu_child_of(pid: u32) -> Option<u32> {
 
 /// A config file for a 128 MiB guest on 2 MiB huge pages that runs until killed.
 fn huge_page_config(d: &Path) -> PathBuf {
-    let cfg = d.join("vm.json");
-    let config = json!({
-        "boot-source": {
-            "kernel_image_path": kernel(),
-            "initrd_path": test_initramfs(),
-            "boot_args": "console=ttyS0 reboot=k panic=1 pci=off quiet ec1test.action=hang"
-        },
-        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "2M"}
-    });
-    std::fs::write(&cfg, config.to_string()).unwrap();
-    cfg
+    config_file(
+        d,
+        "console=ttyS0 reboot=k panic=1 pci=off quiet ec1test.action=hang",
+        json!({"machine-config": {"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "2M"}}),
+    )
 }
 
 /// `huge_pages: "2M"`: the guest's RAM is on the host's hugetlb pages (QEMU maps it
@@ -585,17 +595,11 @@ fn a_vhost_user_drive_is_served_by_its_backend() {
     let mut backend = spawn_tied(daemon);
     wait_for(Duration::from_secs(10), || sock.exists().then_some(()))
         .expect("qemu-storage-daemon did not listen");
-    let config = json!({
-        "boot-source": {
-            "kernel_image_path": kernel(),
-            "initrd_path": test_initramfs(),
-            "boot_args": "console=ttyS0 reboot=k panic=1 pci=off quiet ec1test.action=probe"
-        },
-        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
-        "drives": [{"drive_id": "vu", "is_root_device": false, "socket": sock}]
-    });
-    let cfg = d.join("vm.json");
-    std::fs::write(&cfg, config.to_string()).unwrap();
+    let cfg = config_file(
+        &d,
+        "console=ttyS0 reboot=k panic=1 pci=off quiet ec1test.action=probe",
+        json!({"drives": [{"drive_id": "vu", "is_root_device": false, "socket": sock}]}),
+    );
     let mut launch = Launch::spawn(
         dir,
         &[
