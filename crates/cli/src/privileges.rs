@@ -3,7 +3,7 @@
 use std::ffi::{CStr, CString};
 
 /// A system call's result as an `io::Result`.
-fn cvt(r: libc::c_int) -> std::io::Result<()> {
+pub(crate) fn cvt(r: libc::c_int) -> std::io::Result<()> {
     if r < 0 {
         Err(std::io::Error::last_os_error())
     } else {

@@ -18,7 +18,8 @@ pub fn version_text() -> String {
     )
 }
 
-/// Notes for the log about flags that have no effect on this engine.
+/// Notes for the log about flags that turn something off or have no effect on this
+/// engine.
 pub fn ignored_flag_notes(a: &FirecrackerArgs) -> Vec<String> {
     let mut notes = Vec::new();
     if a.no_seccomp {

@@ -4,7 +4,7 @@
 //! through the API socket inside the jail. Bad input gets the jailer's errors. And
 //! `ec1 run --user`, which gives up root outside a jail.
 
-use ec1_testkit::{http, kernel, spawn_tied, wait_for};
+use ec1_testkit::{children_named, http, kernel, spawn_tied, wait_for};
 use serde_json::json;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -24,19 +24,6 @@ fn status_field(pid: u32, name: &str) -> String {
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_default()
-}
-
-/// The children of `pid` whose command name starts with `prefix`.
-fn children_named(pid: u32, prefix: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| {
-            status_field(p, "PPid") == pid.to_string()
-                && status_field(p, "Name").starts_with(prefix)
-        })
-        .collect()
 }
 
 /// A child killed and reaped when dropped.

@@ -15,7 +15,9 @@
 //!
 //! flintlock's launch form needs a network namespace and lives in `devices.rs`.
 
-use ec1_testkit::{http, kernel, processes_matching, spawn_tied, test_initramfs, wait_for};
+use ec1_testkit::{
+    children_named, http, kernel, processes_matching, spawn_tied, test_initramfs, wait_for,
+};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -485,18 +487,6 @@ fn huge_pages_free() -> u64 {
         .unwrap()
 }
 
-/// The QEMU child of `pid`.
-fn qemu_child_of(pid: u32) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let child: u32 = e.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-        // `pid (comm) state ppid ...`; comm may hold spaces, so split after its `)`.
-        let (head, rest) = stat.rsplit_once(')')?;
-        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
-        (ppid == pid && head.contains("(qemu")).then_some(child)
-    })
-}
-
 /// A config file for a 128 MiB guest on 2 MiB huge pages that runs until killed.
 fn huge_page_config(d: &Path) -> PathBuf {
     config_file(
@@ -548,7 +538,9 @@ fn huge_pages_back_the_guest_or_are_refused_with_what_is_missing() {
     launch
         .console
         .wait("the guest running", |l| l.starts_with("EC1TEST tick"));
-    let qemu = qemu_child_of(launch.child.id()).expect("ec1 runs QEMU");
+    let qemu = *children_named(launch.child.id(), "qemu")
+        .first()
+        .expect("ec1 runs QEMU");
     let smaps = std::fs::read_to_string(format!("/proc/{qemu}/smaps")).unwrap();
     assert!(
         smaps

@@ -3,7 +3,6 @@
 //! byte written to that port to one end of a socket pair, and a thread here turns each
 //! boot signal into an [`EngineEvent::GuestBootSignal`].
 
-use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -28,22 +27,14 @@ pub(crate) fn spawn_reader(
         .name("ec1-boot-timer".into())
         .spawn(move || {
             let _guard = guard;
-            let mut buf = [0u8; 256];
-            loop {
-                match socket.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let at = Instant::now();
-                        for _ in 0..count_signals(&buf[..n]) {
-                            log::debug!("guest boot signal");
-                            ec1_trace::event_at!("guest.boot_signal", at);
-                            events(EngineEvent::GuestBootSignal { at });
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
+            crate::drain::read_chunks(&mut socket, &mut [0u8; 256], |chunk| {
+                let at = Instant::now();
+                for _ in 0..count_signals(chunk) {
+                    log::debug!("guest boot signal");
+                    ec1_trace::event_at!("guest.boot_signal", at);
+                    events(EngineEvent::GuestBootSignal { at });
                 }
-            }
+            });
         })
 }
 

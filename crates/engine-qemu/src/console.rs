@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use crate::drain::ReaderGuard;
+use crate::drain::{read_chunks, ReaderGuard};
 
 /// Appends to `path`, keeping it within `2 * max_bytes`.
 pub(crate) struct CappedLog {
@@ -77,20 +77,12 @@ pub(crate) fn spawn_writer(
             if let Err(e) = ec1_seccomp::confine(ec1_seccomp::Role::Device) {
                 log::error!("console log: {e}");
             }
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match socket.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if let Err(e) = log.write(&buf[..n]) {
-                            log::warn!("console log {}: {e}", path.display());
-                            // Keep draining so that QEMU never blocks on its console.
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
+            read_chunks(&mut socket, &mut vec![0u8; 64 * 1024], |chunk| {
+                if let Err(e) = log.write(chunk) {
+                    log::warn!("console log {}: {e}", path.display());
+                    // Keep draining so that QEMU never blocks on its console.
                 }
-            }
+            });
         })
 }
 
@@ -129,23 +121,20 @@ pub(crate) fn spawn_limited(
                 log::error!("serial output: {e}");
             }
             let mut limit = ec1_net::Bucket::new(&bucket, std::time::Instant::now());
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = match socket.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                };
-                let pass = limit.take_up_to(n as u64, std::time::Instant::now()) as usize;
-                dropped.add((n - pass) as u64);
+            read_chunks(&mut socket, &mut vec![0u8; 64 * 1024], |chunk| {
+                let pass = limit.take_up_to(chunk.len() as u64, std::time::Instant::now()) as usize;
+                dropped.add((chunk.len() - pass) as u64);
                 if let Some(w) = sink.as_mut() {
-                    if pass > 0 && w.write_all(&buf[..pass]).and_then(|()| w.flush()).is_err() {
+                    if pass > 0
+                        && w.write_all(&chunk[..pass])
+                            .and_then(|()| w.flush())
+                            .is_err()
+                    {
                         // A reader that went away: keep draining, write no more.
                         sink = None;
                     }
                 }
-            }
+            });
         })
 }
 

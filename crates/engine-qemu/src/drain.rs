@@ -8,6 +8,23 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// Reads `socket` into `buf` until QEMU closes its end (or the read fails), handing
+/// each chunk to `each`: the loop of every reader thread here.
+pub(crate) fn read_chunks(
+    socket: &mut impl std::io::Read,
+    buf: &mut [u8],
+    mut each: impl FnMut(&[u8]),
+) {
+    loop {
+        match socket.read(buf) {
+            Ok(0) => return,
+            Ok(n) => each(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+    }
+}
+
 /// Counts the socket readers still running.
 #[derive(Default)]
 pub(crate) struct Readers {

@@ -210,6 +210,24 @@ pub fn processes_matching(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The children of `pid` whose command name (`/proc/PID/status`'s `Name`) starts with
+/// `prefix`: the QEMU an ec1 under test runs, found from the host.
+pub fn children_named(pid: u32, prefix: &str) -> Vec<u32> {
+    let field = |p: u32, name: &str| {
+        std::fs::read_to_string(format!("/proc/{p}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| field(p, "PPid:") == pid.to_string() && field(p, "Name:").starts_with(prefix))
+        .collect()
+}
+
 /// One HTTP/1.1 request over a Unix socket, as a Firecracker client sends it; returns
 /// the status code and the body. Bounded by a 60 s read timeout (InstanceStart waits
 /// for a boot).

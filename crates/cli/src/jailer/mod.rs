@@ -23,21 +23,14 @@ use std::ffi::{CString, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
+use crate::privileges::cvt;
+
 /// Why the jail could not be made; the exit status is 1, as Firecracker's jailer's.
 #[derive(Debug)]
 pub struct JailError(pub String);
 
 fn err(context: &str) -> impl FnOnce(std::io::Error) -> JailError + '_ {
     move |e| JailError(format!("{context}: {e}"))
-}
-
-/// A system call's result as an `io::Result`.
-fn cvt(r: libc::c_int) -> std::io::Result<()> {
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 /// Runs the jailer; returns the exit status on failure (on success it execs).

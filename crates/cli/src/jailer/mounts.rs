@@ -6,7 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::{cvt, err, JailError};
+use super::{err, JailError};
+use crate::privileges::cvt;
 
 fn cstr(p: &Path) -> Result<CString, JailError> {
     CString::new(p.as_os_str().as_bytes())
