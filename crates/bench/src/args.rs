@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// The ec1 binary that `api` and `--compare` start (default: this program).
     #[arg(long, value_name = "PATH")]
     pub ec1: Option<PathBuf>,
+    /// template: measure whole `ec1 run -- true` processes against a warm pool (wall
+    /// clock) instead of restores of the template.
+    #[arg(long)]
+    pub pool: bool,
     /// stream: MiB the guest writes to stdout per run.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub stream_mib: u32,
@@ -99,6 +103,12 @@ impl BenchArgs {
         if (self.baseline_qemu || self.compare.is_some()) && self.scenario != Scenario::Cold {
             return Err(BenchError::Usage(format!(
                 "--baseline-qemu and --compare apply to the cold scenario, not {}",
+                self.scenario.name()
+            )));
+        }
+        if self.pool && self.scenario != Scenario::Template {
+            return Err(BenchError::Usage(format!(
+                "--pool applies to the template scenario, not {}",
                 self.scenario.name()
             )));
         }
@@ -219,6 +229,9 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("one at a time"), "{e}");
+        let e = parse(&["cold", "--pool"]).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("template scenario"), "{e}");
+        parse(&["template", "--pool"]).unwrap().validate().unwrap();
         assert!(parse(&["cold", "--boot-arg", " "])
             .unwrap()
             .validate()

@@ -43,7 +43,7 @@ use crate::fmt::duration_ms;
 use crate::host::{load_now, HostInfo};
 use crate::progress::Progress;
 use crate::report::{Settings, VariantReport};
-use crate::scenarios::{api, cold, exec, sandbox_options, stream, template};
+use crate::scenarios::{api, cold, exec, pool, sandbox_options, stream, template};
 use crate::schedule::{alternate, repeat};
 use std::path::PathBuf;
 
@@ -120,6 +120,20 @@ fn measure(
                 duration_ms(up.as_secs_f64() * 1e3)
             ));
             vec![VariantReport::from_runs("ec1 --api-sock", runs)?]
+        }
+        Scenario::Template if args.pool => {
+            let ec1 = process::ec1_binary(args.ec1.as_deref())?;
+            let xdg = std::path::absolute("target/bench/xdg")
+                .unwrap_or_else(|_| "target/bench/xdg".into());
+            progress.say("starting the benchmark's pool (it builds the template first)…");
+            let p = pool::BenchPool::start(&opts, &xdg)?;
+            let mut f = || p.run_once(&ec1);
+            let runs = repeat(progress, ("ec1 run (pool)", &mut f), w, n, 1)?;
+            notes.push(format!(
+                "whole `ec1 run -- true` processes, wall clock; the pool (2 clones, in this process, cache {}) is full before each run",
+                xdg.display()
+            ));
+            vec![VariantReport::from_runs("ec1 run (pool)", runs)?]
         }
         Scenario::Template => {
             let cache = template::cache_in(std::path::Path::new("target/bench"));

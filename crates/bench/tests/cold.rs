@@ -22,6 +22,7 @@ fn cold_two_runs_produce_a_complete_report() {
         boot_args: vec![],
         ec1: None,
         stream_mib: 64,
+        pool: false,
         quiet: true,
     };
     let out = execute(&args).unwrap_or_else(|e| panic!("bench cold failed: {e}"));

@@ -141,7 +141,7 @@ pub enum Command {
         action: KernelAction,
     },
     /// Keep warm clones of a configuration's boot template ready for `ec1 run` (until
-    /// SIGINT/SIGTERM).
+    /// SIGINT/SIGTERM); `ls` and `stop` the pools that run.
     Pool(PoolArgs),
     /// The boot templates `ec1 run` restores (one per configuration).
     Template {
@@ -169,6 +169,16 @@ pub struct RunArgs {
     /// template otherwise.
     #[arg(long)]
     pub pool: bool,
+    /// Neither take a warm clone from a pool nor leave one running in the background
+    /// (as `EC1_POOL=off`).
+    #[arg(long, conflicts_with = "pool")]
+    pub no_pool: bool,
+    /// Warm clones kept by the background pool this run starts (when none runs yet).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub pool_size: u32,
+    /// Seconds without a claim after which the background pool this run starts ends.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub pool_idle: u64,
     /// Append phase events (engine spawned, guest started, boot signal, agent ready,
     /// command start and end, restore steps, teardown) to this file as JSON lines.
     #[arg(long)]
@@ -184,12 +194,36 @@ pub struct RunArgs {
 
 /// `ec1 pool`: warm clones of one configuration's template for `ec1 run`.
 #[derive(Debug, Args, Clone, PartialEq)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct PoolArgs {
+    #[command(subcommand)]
+    pub action: Option<PoolAction>,
     #[command(flatten)]
     pub machine: MachineArgs,
     /// How many warm clones to keep ready.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub size: u32,
+    /// End after this many seconds without a claim (default: never).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: Option<u64>,
+    /// The pool `ec1 run` leaves in the background: exit at once if a pool already
+    /// serves this configuration, else log to the template cache's `pool-<key>.log`.
+    #[arg(long, hide = true)]
+    pub background: bool,
+}
+
+/// `ec1 pool ls|stop`.
+#[derive(Debug, Subcommand, Clone, PartialEq)]
+pub enum PoolAction {
+    /// The pools that run for this user: template, clones ready, claims, idle time.
+    Ls,
+    /// Stop the pool of the template whose key starts with KEY, or every pool.
+    Stop {
+        #[arg(required_unless_present = "all")]
+        key: Option<String>,
+        #[arg(long, conflicts_with = "key")]
+        all: bool,
+    },
 }
 
 /// The machine `ec1 run` and `ec1 pool` boot.
@@ -226,6 +260,54 @@ pub struct MachineArgs {
     /// Extra kernel command-line arguments.
     #[arg(long = "boot-arg", value_name = "ARG")]
     pub boot_args: Vec<String>,
+}
+
+impl MachineArgs {
+    /// These arguments as `ec1 run`/`ec1 pool` flags, with absolute paths (the
+    /// background pool runs from `/`): parsing them again gives the same machine.
+    pub fn to_argv(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = Vec::new();
+        let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        for (flag, path) in [
+            ("--kernel", &self.kernel),
+            ("--initrd", &self.initrd),
+            ("--rootfs", &self.rootfs),
+        ] {
+            if let Some(p) = path {
+                v.push(flag.into());
+                v.push(abs(p).into());
+            }
+        }
+        if self.rootfs_ro {
+            v.push("--rootfs-ro".into());
+        }
+        if let Some(m) = self.mode {
+            v.push("--mode".into());
+            v.push(
+                m.to_possible_value()
+                    .map(|p| p.get_name().to_string())
+                    .unwrap_or_default()
+                    .into(),
+            );
+        }
+        for (flag, value) in [
+            ("--vcpus", self.vcpus.to_string()),
+            ("--mem", self.mem.to_string()),
+            ("--engine", self.engine.to_string()),
+        ] {
+            v.push(flag.into());
+            v.push(value.into());
+        }
+        if let Some(a) = self.arch {
+            v.push("--arch".into());
+            v.push(a.to_string().into());
+        }
+        for a in &self.boot_args {
+            v.push("--boot-arg".into());
+            v.push(a.into());
+        }
+        v
+    }
 }
 
 /// What to run in the guest, shared by `ec1 run` and `ec1 exec`.

@@ -16,7 +16,7 @@ mod vmm_cmd;
 
 pub use args::{
     Cli, Command, CpArgs, ExecArgs, FirecrackerArgs, GuestCommandArgs, KernelAction, MachineArgs,
-    ModeArg, PoolArgs, RunArgs, TemplateAction,
+    ModeArg, PoolAction, PoolArgs, RunArgs, TemplateAction,
 };
 
 use clap::Parser;

@@ -3,7 +3,7 @@
 use crate::args::{MachineArgs, ModeArg, RunArgs};
 use crate::signals::{self, Blocked};
 use crate::stdio;
-use ec1_sandbox::{RootMode, Sandbox, SandboxOptions, TemplateCache};
+use ec1_sandbox::{BootPath, PoolSeen, RootMode, Sandbox, SandboxOptions, TemplateCache};
 use std::time::Instant;
 
 pub fn run(args: &RunArgs) -> i32 {
@@ -39,14 +39,29 @@ pub(crate) fn sandbox_options(args: &MachineArgs) -> SandboxOptions {
     }
 }
 
+/// Whether this run takes a warm clone from a pool and leaves one running: not with
+/// `--no-pool`, `--cold` or `EC1_POOL=off` (or `0`, `false`, `no`).
+fn pool_wanted(args: &RunArgs, env: Option<&std::ffi::OsStr>) -> bool {
+    let off = env.is_some_and(|v| {
+        ["off", "0", "false", "no"]
+            .iter()
+            .any(|o| v.eq_ignore_ascii_case(o))
+    });
+    !(args.no_pool || args.cold || off)
+}
+
 fn run_inner(args: &RunArgs) -> Result<i32, Box<dyn std::error::Error>> {
     if let Some(user) = &args.user {
         crate::privileges::become_user(user)?;
     }
     // Before any thread starts: a signal during the boot waits for the command.
     let signals = Blocked::block(signals::TERMINATION)?;
-    let cmd = stdio::guest_command(&args.guest, true, None)?;
-    let opts = sandbox_options(&args.machine);
+    let cmd = stdio::guest_command(&args.guest, !stdio::stdin_is_null(), None)?;
+    let pooling = pool_wanted(args, std::env::var_os("EC1_POOL").as_deref());
+    let opts = SandboxOptions {
+        no_pool: !pooling,
+        ..sandbox_options(&args.machine)
+    };
     let sandbox = if args.cold {
         Sandbox::boot(&opts)?
     } else if args.pool {
@@ -65,9 +80,32 @@ fn run_inner(args: &RunArgs) -> Result<i32, Box<dyn std::error::Error>> {
     let boot = *sandbox.timings();
     let path = sandbox.boot_path().clone();
     let restore = sandbox.restore_timings().copied();
+    // After the command, so that the pool's first clones do not compete with it.
+    let started_pool = pooling
+        && matches!(
+            path,
+            BootPath::Template {
+                pool: PoolSeen::None,
+                ..
+            }
+        )
+        && match crate::pool_cmd::start_background(&args.machine, args.pool_size, args.pool_idle) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("ec1 run: could not start a pool in the background: {e}");
+                false
+            }
+        };
     let teardown = sandbox.shutdown()?;
     if args.timings {
-        eprintln!("ec1 timings: {path}");
+        match started_pool {
+            true => eprintln!(
+                "ec1 timings: {path}; a pool of {} warm clone(s) starts in the background \
+                 (`ec1 pool ls`)",
+                args.pool_size
+            ),
+            false => eprintln!("ec1 timings: {path}"),
+        }
         match restore {
             Some(r) => eprintln!("ec1 timings: {r}"),
             None => eprintln!("ec1 timings: {boot}"),
@@ -103,6 +141,81 @@ mod tests {
         assert!(args(&["ec1", "run", "--pool", "--", "true"]).pool);
         let both = crate::Cli::try_parse_from(["ec1", "run", "--pool", "--cold", "--", "true"]);
         assert!(both.is_err());
+    }
+
+    #[test]
+    fn the_pool_is_the_default_unless_turned_off() {
+        let a = args(&["ec1", "run", "--", "true"]);
+        assert_eq!((a.pool_size, a.pool_idle), (2, 300));
+        assert!(pool_wanted(&a, None));
+        assert!(pool_wanted(&a, Some("on".as_ref())));
+        for off in ["off", "OFF", "0", "false", "no"] {
+            assert!(!pool_wanted(&a, Some(off.as_ref())), "{off}");
+        }
+        assert!(!pool_wanted(
+            &args(&["ec1", "run", "--no-pool", "--", "true"]),
+            None
+        ));
+        assert!(!pool_wanted(
+            &args(&["ec1", "run", "--cold", "--", "true"]),
+            None
+        ));
+        let both = crate::Cli::try_parse_from(["ec1", "run", "--pool", "--no-pool", "--", "true"]);
+        assert!(both.is_err());
+    }
+
+    #[test]
+    fn machine_arguments_survive_the_trip_to_the_background_pool() {
+        let m = machine(&[
+            "ec1",
+            "run",
+            "--kernel",
+            "k",
+            "--initrd",
+            "/i",
+            "--rootfs",
+            "r.img",
+            "--rootfs-ro",
+            "--mode",
+            "rootfs",
+            "--vcpus",
+            "2",
+            "--mem",
+            "128",
+            "--engine",
+            "qemu-tcg",
+            "--arch",
+            "aarch64",
+            "--boot-arg",
+            "quiet",
+            "--",
+            "true",
+        ]);
+        let mut argv: Vec<std::ffi::OsString> = vec!["ec1".into(), "run".into()];
+        argv.extend(m.to_argv());
+        argv.extend(["--".into(), "true".into()]);
+        let again = match crate::Cli::parse_from(argv).command {
+            Some(crate::Command::Run(r)) => r.machine,
+            _ => panic!("not run"),
+        };
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(again.kernel, Some(cwd.join("k")), "made absolute");
+        assert_eq!(again.rootfs, Some(cwd.join("r.img")));
+        assert_eq!(
+            MachineArgs {
+                kernel: m.kernel.clone(),
+                rootfs: m.rootfs.clone(),
+                ..again.clone()
+            },
+            m
+        );
+        let plain = machine(&["ec1", "run", "--", "true"]);
+        let mut argv: Vec<std::ffi::OsString> = vec!["ec1".into(), "pool".into()];
+        argv.extend(plain.to_argv());
+        match crate::Cli::parse_from(argv).command {
+            Some(crate::Command::Pool(p)) => assert_eq!(p.machine, plain),
+            _ => panic!("not pool"),
+        }
     }
 
     #[test]

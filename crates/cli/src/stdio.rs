@@ -32,6 +32,21 @@ pub fn guest_command(
     Ok(cmd)
 }
 
+/// Whether ec1's stdin is `/dev/null`: then the guest command needs no stdin stream
+/// (it gets its own `/dev/null`), which saves a stream and a thread per run.
+pub fn stdin_is_null() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: stat is plain data; fstat writes into it and reads nothing else. fd 0
+    // is only examined (reopening it could block on a FIFO).
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above: `st` is a valid, writable stat.
+    if unsafe { libc::fstat(libc::STDIN_FILENO, &mut st) } != 0 {
+        return false;
+    }
+    let null = std::fs::metadata("/dev/null");
+    (st.st_mode & libc::S_IFMT) == libc::S_IFCHR && null.is_ok_and(|n| n.rdev() == st.st_rdev)
+}
+
 /// Streams ec1's stdin into the command (if it takes stdin) and its stdout/stderr to
 /// ec1's, each on its own thread so that neither stream can hold up the other; returns
 /// the command's status once both output streams are drained.

@@ -19,6 +19,7 @@ use common::{ok, text, vmm, Vmm, EC1};
 fn run(xdg: &Path, args: &[&str], input: &[u8]) -> Output {
     let mut cmd = Command::new(EC1);
     cmd.env("XDG_CACHE_HOME", xdg)
+        .env("EC1_POOL", "off")
         .env("EC1_BUSYBOX_AARCH64", busybox_aarch64())
         .args([
             "run",

@@ -17,6 +17,7 @@ use common::{ok, text, EC1};
 fn run(xdg: &Path, args: &[&str], input: &[u8]) -> Output {
     let mut cmd = Command::new(EC1);
     cmd.env("XDG_CACHE_HOME", xdg)
+        .env("EC1_POOL", "off")
         .args(["run", "--timings", "--engine", "qemu-tcg", "--kernel"])
         .arg(ec1_testkit::kernel())
         .args(args);

@@ -232,10 +232,12 @@ fn a_template_build_killed_midway_leaves_nothing_usable_behind() {
 }
 
 /// `ec1 run` on TCG with 128 MiB, its cache in `xdg` (so templates are this test's
-/// own), then `args`.
+/// own), then `args`. Without the background pool (`EC1_POOL=off`): these tests are
+/// about templates; `crates/cli/tests/pool.rs` is about the pool.
 fn run_command(xdg: &Path, ec1: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(ec1);
     cmd.env("XDG_CACHE_HOME", xdg)
+        .env("EC1_POOL", "off")
         .args(["run", "--engine", "qemu-tcg", "--mem", "128"])
         .args(args);
     cmd
@@ -459,8 +461,12 @@ fn a_pool_serves_ec1_run_until_sigterm() {
     // Until the pool's member is warm, runs restore the template themselves.
     let ec1 = Path::new(EC1);
     let pooled = (0..300).any(|_| {
-        let (out, err) = run(&xdg, ec1, &["--kernel", ks, "--", "echo", "hi"]);
-        assert_eq!(out, "hi\n");
+        let mut c = run_command(&xdg, ec1, &["--timings", "--kernel", ks]);
+        c.env_remove("EC1_POOL").args(["--", "echo", "hi"]);
+        let out = output_with_input(c, b"");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
         if err.contains("ec1 timings: pool of template") {
             return true;
         }

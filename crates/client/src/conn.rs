@@ -90,11 +90,33 @@ impl Client {
         Client::handshake(stream, opts.ready_timeout)
     }
 
+    /// Connects to the agent socket at `path` and completes one hello with the agent,
+    /// then returns the bare connection: the agent now has a host, and whoever later
+    /// says hello on this stream ([`Client::handshake`]) gets an answer in one round
+    /// trip. For a pool, which keeps a warm clone's connection for its claimant.
+    pub fn preconnect(path: &Path, opts: &ConnectOptions) -> Result<UnixStream> {
+        let stream = connect_retrying(path, opts.connect_timeout, &|| false)?;
+        let (w, _reader, _ready) = hello(stream, opts.ready_timeout, true)?;
+        Ok(w)
+    }
+
     /// Speaks to an agent over an already connected stream: sends the preamble and
     /// hello, waits up to `ready_timeout` for the matching ready, then starts the reader.
     pub fn handshake(stream: UnixStream, ready_timeout: Duration) -> Result<Client> {
+        Client::start(stream, ready_timeout, true)
+    }
+
+    /// [`Client::handshake`] on a connection known to be between frames in both
+    /// directions: one that [`Client::preconnect`] returned, handed over as it was. No
+    /// preamble either way (2 × 128 KiB of zeros through the guest: most of a
+    /// reconnect's cost under TCG), just the hello and the ready.
+    pub fn adopt(stream: UnixStream, ready_timeout: Duration) -> Result<Client> {
+        Client::start(stream, ready_timeout, false)
+    }
+
+    fn start(stream: UnixStream, ready_timeout: Duration, preamble: bool) -> Result<Client> {
         let io = |context| move |source| Error::Io { context, source };
-        let (w, reader, ready) = hello(stream, ready_timeout)?;
+        let (w, reader, ready) = hello(stream, ready_timeout, preamble)?;
         // The guest's own clock: when the agent began (the kernel reached /init) and
         // when it was ready, as the guest's uptime.
         ec1_trace::event!(
@@ -209,9 +231,11 @@ pub(crate) fn connect_retrying(
 /// the guest may still be dropping the previous one's bytes when ours arrive, so a
 /// hello can be lost) until the agent answers one, for up to `ready_timeout`. Returns
 /// the writer, the reader (positioned after the ready) and the agent's announcement.
+/// Without `preamble` neither side sends one (see [`Client::adopt`]).
 pub(crate) fn hello(
     stream: UnixStream,
     ready_timeout: Duration,
+    preamble: bool,
 ) -> Result<(UnixStream, FrameReader<UnixStream>, ReadyInfo)> {
     let io = |context| move |source| Error::Io { context, source };
     let mut w = stream.try_clone().map_err(io("duplicating the socket"))?;
@@ -219,7 +243,9 @@ pub(crate) fn hello(
     let say_hello = |w: &mut UnixStream, nonces: &mut Vec<u64>| -> Result<Instant> {
         let nonce = random_u64();
         nonces.push(nonce);
-        write_preamble(w).map_err(io("writing to the agent"))?;
+        if preamble {
+            write_preamble(w).map_err(io("writing to the agent"))?;
+        }
         write_msg(
             w,
             0,
@@ -227,6 +253,7 @@ pub(crate) fn hello(
                 min_version: MIN_PROTOCOL_VERSION,
                 max_version: PROTOCOL_VERSION,
                 nonce,
+                preamble,
             },
         )
         .map_err(io("writing to the agent"))?;

@@ -2,14 +2,15 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ec1_engine::{Engine, EngineError, MemoryBacking, SerialOut, SnapshotSource, VmSpec};
 
-use crate::sandbox::{connect_agent, new_run_dir, tail};
+use crate::pool::Claim;
+use crate::sandbox::{connect_agent, new_run_dir, tail, RUN_DIR_PREFIX};
 use crate::template::{self, TemplateCache, MEM_FILE, STATE_FILE};
 use crate::{
-    make_engine_cached, BootPath, RestoreTimings, Sandbox, SandboxError, SandboxOptions,
+    make_engine_cached, BootPath, PoolSeen, RestoreTimings, Sandbox, SandboxError, SandboxOptions,
     TemplateBuild,
 };
 
@@ -23,6 +24,11 @@ pub(crate) fn key_of(
     let facts = template::facts(opts, engine.as_ref(), cache.root())?;
     let inputs = template::gather(opts, &facts)?;
     Ok((inputs.key(), inputs, engine))
+}
+
+/// The key of `opts`'s boot template in `cache` (stats only: no file is read).
+pub fn template_key(opts: &SandboxOptions, cache: &TemplateCache) -> Result<String, SandboxError> {
+    key_of(opts, cache).map(|(key, _, _)| key)
 }
 
 /// Finds `opts`'s template in `cache`, building it first if there is none; returns its
@@ -61,9 +67,12 @@ impl Sandbox {
     ) -> Result<Sandbox, SandboxError> {
         let t0 = Instant::now();
         let (key, _, _) = key_of(opts, cache)?;
-        crate::pool::claim(opts, cache, &key, t0).ok_or_else(|| SandboxError::NoPool {
-            key: key.chars().take(12).collect(),
-        })
+        match crate::pool::claim(opts, cache, &key, t0) {
+            Claim::Claimed(sb) => Ok(*sb),
+            Claim::Empty | Claim::NoPool => Err(SandboxError::NoPool {
+                key: key.chars().take(12).collect(),
+            }),
+        }
     }
 
     /// Starts `opts` from its boot template in `cache`: from a warm clone of a running
@@ -82,13 +91,21 @@ impl Sandbox {
             return Ok(Sandbox::boot(opts)?.with_cold_reason(why));
         }
         let (key, inputs, engine) = key_of(opts, cache)?;
-        if let Some(sb) = crate::pool::claim(opts, cache, &key, t0) {
-            return Ok(sb);
-        }
+        let pool = match opts.no_pool {
+            true => PoolSeen::None,
+            false => match crate::pool::claim(opts, cache, &key, t0) {
+                Claim::Claimed(sb) => return Ok(*sb),
+                Claim::Empty => PoolSeen::Empty,
+                Claim::NoPool => PoolSeen::None,
+            },
+        };
         let build = ensure(opts, cache, &key, &inputs)?;
-        let lookup = t0.elapsed();
-        match restore(opts, cache, &key, engine, t0, lookup, build) {
-            Ok(sb) => Ok(sb),
+        let run_dir = new_run_dir(RUN_DIR_PREFIX)?;
+        match restore(opts, cache, &key, engine, t0, build, run_dir) {
+            Ok(mut sb) => {
+                sb.set_pool_seen(pool);
+                Ok(sb)
+            }
             // The template itself was refused (its files, or QEMU loading its state):
             // it is of no use to anyone. Other failures (resources, timeouts) are not
             // the template's fault and are reported as they are.
@@ -131,19 +148,20 @@ fn host_spec(opts: &SandboxOptions, run_dir: &Path) -> VmSpec {
     }
 }
 
-/// Restores the template `key` on `engine`, reconnects to its agent and makes the
-/// clone distinct (entropy, clock, `opts.hostname`).
+/// Restores the template `key` on `engine` with its files in `run_dir`, reconnects to
+/// its agent and makes the clone distinct (entropy, clock, `opts.hostname`). `t0` is
+/// when the start began; until now it was the lookup (and `build`).
 pub(crate) fn restore(
     opts: &SandboxOptions,
     cache: &TemplateCache,
     key: &str,
     engine: Arc<dyn Engine>,
     t0: Instant,
-    lookup: Duration,
     build: Option<TemplateBuild>,
+    run_dir: tempfile::TempDir,
 ) -> Result<Sandbox, SandboxError> {
+    let lookup = t0.elapsed();
     let dir = cache.dir(key);
-    let run_dir = new_run_dir()?;
     let host = host_spec(opts, run_dir.path());
     let socket = host.agent_socket.clone().unwrap_or_default();
     let console = run_dir.path().join(crate::pool::CONSOLE_LOG);
@@ -184,6 +202,7 @@ pub(crate) fn restore(
         client,
         BootPath::Template {
             key: key.to_string(),
+            pool: PoolSeen::None,
         },
         timings,
         console,

@@ -18,6 +18,7 @@ mod sandbox;
 pub mod template;
 mod timings;
 
+pub use clone::template_key;
 pub use engine_choice::{make_engine, make_engine_cached};
 pub use error::SandboxError;
 pub use inject::{agent_socket_for, InjectAgent};
@@ -26,4 +27,4 @@ pub use sandbox::{
     DEFAULT_BOOT_ARGS, DEFAULT_BOOT_ARGS_AARCH64,
 };
 pub use template::TemplateCache;
-pub use timings::{BootPath, BootTimings, RestoreTimings, TemplateBuild};
+pub use timings::{BootPath, BootTimings, PoolSeen, RestoreTimings, TemplateBuild};

@@ -89,6 +89,9 @@ pub struct SandboxOptions {
     /// The guest's host name. Not part of a boot template's key: it is set after the
     /// boot (or restore), so clones of one template can differ.
     pub hostname: Option<String>,
+    /// [`Sandbox::from_template`] restores the template itself even when a pool of
+    /// warm clones serves it.
+    pub no_pool: bool,
 }
 
 impl Default for SandboxOptions {
@@ -106,6 +109,7 @@ impl Default for SandboxOptions {
             extra_boot_args: Vec::new(),
             ready_timeout: Duration::from_secs(60),
             hostname: None,
+            no_pool: false,
         }
     }
 }
@@ -180,7 +184,7 @@ impl Sandbox {
             opts.initrd.as_deref(),
             &initramfs::Options::for_arch(arch)?,
         )?;
-        let run_dir = new_run_dir()?;
+        let run_dir = new_run_dir(RUN_DIR_PREFIX)?;
         let mut spec = spec_for(opts, kernel, initrd, run_dir.path())?;
         spec.memory = memory;
         let prepare = t0.elapsed();
@@ -292,6 +296,13 @@ impl Sandbox {
         self
     }
 
+    /// Records whether a pool served this start's template (see [`PoolSeen`]).
+    pub(crate) fn set_pool_seen(&mut self, seen: crate::PoolSeen) {
+        if let BootPath::Template { pool, .. } = &mut self.path {
+            *pool = seen;
+        }
+    }
+
     /// Whether the guest was booted cold or restored from a template.
     pub fn boot_path(&self) -> &BootPath {
         &self.path
@@ -391,11 +402,15 @@ impl Drop for Sandbox {
     }
 }
 
-/// A private directory for a sandbox's sockets and console log. It lives under
-/// `$TMPDIR`, not in the cache, because socket paths are limited to 107 bytes.
-pub(crate) fn new_run_dir() -> Result<tempfile::TempDir, SandboxError> {
+/// How a sandbox's run directory (in the temporary directory) begins.
+pub(crate) const RUN_DIR_PREFIX: &str = "ec1-sandbox-";
+
+/// A private directory for a sandbox's sockets and console log, named `prefix...`. It
+/// lives under `$TMPDIR`, not in the cache, because socket paths are limited to 107
+/// bytes.
+pub(crate) fn new_run_dir(prefix: &str) -> Result<tempfile::TempDir, SandboxError> {
     tempfile::Builder::new()
-        .prefix("ec1-sandbox-")
+        .prefix(prefix)
         .tempdir()
         .map_err(|source| SandboxError::Io {
             context: "creating the sandbox's run directory".into(),

@@ -48,8 +48,8 @@ pub enum BootPath {
     /// A cold boot of the kernel; `why` says why no template was used, if one was
     /// asked for.
     Cold { why: Option<String> },
-    /// Restored from the boot template `key`.
-    Template { key: String },
+    /// Restored from the boot template `key`; `pool` says whether a pool served it.
+    Template { key: String, pool: PoolSeen },
     /// A warm clone of the template `key`, claimed from a running `ec1 pool`.
     Pool { key: String },
 }
@@ -59,10 +59,26 @@ impl fmt::Display for BootPath {
         match self {
             BootPath::Cold { why: None } => write!(f, "cold"),
             BootPath::Cold { why: Some(w) } => write!(f, "cold ({w})"),
-            BootPath::Template { key } => write!(f, "template {}", &key[..key.len().min(12)]),
+            BootPath::Template { key, pool } => {
+                write!(f, "template {}", &key[..key.len().min(12)])?;
+                match pool {
+                    PoolSeen::None => Ok(()),
+                    PoolSeen::Empty => write!(f, " (its pool had no warm clone ready)"),
+                }
+            }
             BootPath::Pool { key } => write!(f, "pool of template {}", &key[..key.len().min(12)]),
         }
     }
+}
+
+/// Whether a warm pool served a template's configuration when a start restored the
+/// template itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolSeen {
+    /// No pool runs for it.
+    None,
+    /// A pool runs but had no warm clone ready.
+    Empty,
 }
 
 /// The phases of a start from a boot template, on the host's monotonic clock.
@@ -132,10 +148,19 @@ mod tests {
         );
         assert_eq!(
             BootPath::Template {
-                key: "0123456789abcdef".into()
+                key: "0123456789abcdef".into(),
+                pool: PoolSeen::None,
             }
             .to_string(),
             "template 0123456789ab"
+        );
+        assert_eq!(
+            BootPath::Template {
+                key: "k".into(),
+                pool: PoolSeen::Empty,
+            }
+            .to_string(),
+            "template k (its pool had no warm clone ready)"
         );
         assert_eq!(
             BootPath::Pool { key: "abc".into() }.to_string(),

@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use ec1_client::Command;
-use ec1_sandbox::pool::serve;
+use ec1_sandbox::pool::{lock, serve, status, PoolConfig};
 use ec1_sandbox::{BootPath, Sandbox, SandboxOptions, TemplateCache};
 
 fn opts() -> SandboxOptions {
@@ -34,21 +34,25 @@ fn claims_get_warm_distinct_clones() {
     let cache = TemplateCache::at(tmp.path().join("templates"));
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
+    let config = PoolConfig {
+        size: 2,
+        idle_timeout: None,
+    };
     let server = {
         let (cache, stop) = (cache.clone(), stop.clone());
+        let held = lock(&opts(), &cache)
+            .unwrap()
+            .expect("nobody serves it yet");
         std::thread::spawn(move || {
-            serve(&opts(), &cache, 2, stop, |info| {
+            serve(&opts(), &cache, held, config, stop, |info| {
                 tx.send(info.socket.clone()).unwrap();
             })
         })
     };
     let socket = rx.recv_timeout(Duration::from_secs(120)).unwrap();
     assert!(socket.exists());
-    // A second pool for the same template is refused.
-    let again = serve(&opts(), &cache, 1, Arc::new(AtomicBool::new(false)), |_| {
-        panic!("a second pool started")
-    });
-    assert!(again.unwrap_err().to_string().contains("already serves"));
+    // A second pool for the same template cannot start.
+    assert!(lock(&opts(), &cache).unwrap().is_none());
 
     // Wait until both members are warm: a claim then never falls back.
     let claim = |host: &str| {
@@ -96,8 +100,26 @@ fn claims_get_warm_distinct_clones() {
     assert!(gone, "the returned clone still answers");
     b.shutdown().unwrap();
 
+    // The pool stops a returned clone after its claimant closed the claim.
+    let st = (0..200)
+        .find_map(|_| {
+            let st = status(&socket).expect("the pool answers info");
+            if st.claimed == 0 {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            None
+        })
+        .expect("the returned clones are still counted as running");
+    assert_eq!((st.size, st.mem_mib), (2, 128));
+    assert!(st.claims >= 2, "{st:?}");
+
     stop.store(true, Ordering::SeqCst);
-    let _ = std::os::unix::net::UnixStream::connect(&socket);
-    server.join().unwrap().unwrap();
+    let why = server.join().unwrap().unwrap();
+    assert_eq!(why, "asked to stop");
     assert!(!socket.exists(), "the pool removed its socket");
+    assert!(
+        lock(&opts(), &cache).unwrap().is_some(),
+        "the pool's lock went with it"
+    );
 }

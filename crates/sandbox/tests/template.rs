@@ -36,7 +36,7 @@ fn sh(sb: &Sandbox, script: &str) -> String {
 
 fn key(sb: &Sandbox) -> String {
     match sb.boot_path() {
-        BootPath::Template { key } => key.clone(),
+        BootPath::Template { key, .. } => key.clone(),
         other => panic!("not from a template: {other}"),
     }
 }

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cold;
 pub mod exec;
+pub mod pool;
 pub mod stream;
 pub mod template;
 
@@ -41,6 +42,7 @@ mod tests {
             boot_args: vec!["lpj=1".into()],
             ec1: None,
             stream_mib: 64,
+            pool: false,
             quiet: true,
         };
         let o = sandbox_options(&args);

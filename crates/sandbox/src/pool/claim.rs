@@ -1,36 +1,44 @@
 //! Taking a warm clone from a running pool (the client side of `ec1 pool`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::protocol::{socket_path, Answer, AGENT_SOCKET, CLAIM, CONSOLE_LOG};
+use super::protocol::{socket_path, Answer, Request, AGENT_SOCKET, CONSOLE_LOG};
 use super::remote::ClaimedEngine;
 use crate::sandbox::connect_agent;
 use crate::{BootPath, RestoreTimings, Sandbox, SandboxError, SandboxOptions, TemplateCache};
+use ec1_client::Client;
 
 /// How long a pool may take to answer a claim before the caller restores by itself.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest answer a pool gives ("ok " and a run directory).
+const MAX_ANSWER: usize = 4096 + 4;
 
-/// A warm clone of template `key` from its pool, if a pool serves it and has one ready;
-/// `None` otherwise (the caller then restores the template itself). `t0` is when the
-/// caller's start began.
-pub fn claim(
-    opts: &SandboxOptions,
-    cache: &TemplateCache,
-    key: &str,
-    t0: Instant,
-) -> Option<Sandbox> {
+/// What asking for a warm clone gave.
+pub enum Claim {
+    /// A warm clone, now the caller's.
+    Claimed(Box<Sandbox>),
+    /// A pool serves the template but has no clone ready (or failed the claim).
+    Empty,
+    /// No pool serves the template.
+    NoPool,
+}
+
+/// A warm clone of template `key` from its pool, if a pool serves it and has one ready
+/// (otherwise the caller restores the template itself). `t0` is when the caller's
+/// start began.
+pub fn claim(opts: &SandboxOptions, cache: &TemplateCache, key: &str, t0: Instant) -> Claim {
     let socket = socket_path(cache.root(), key);
     if !socket.exists() {
-        return None;
+        return Claim::NoPool;
     }
     match try_claim(opts, &socket, key, t0) {
-        Ok(sb) => sb,
+        Ok(c) => c,
         Err(e) => {
             log::warn!("the pool at {} failed a claim: {e}", socket.display());
-            None
+            Claim::Empty
         }
     }
 }
@@ -40,7 +48,7 @@ fn try_claim(
     socket: &std::path::Path,
     key: &str,
     t0: Instant,
-) -> Result<Option<Sandbox>, SandboxError> {
+) -> Result<Claim, SandboxError> {
     let io = |context: &str| {
         let context = context.to_string();
         move |source| SandboxError::Io { context, source }
@@ -50,19 +58,17 @@ fn try_claim(
     let mut conn = match UnixStream::connect(socket) {
         Ok(c) => c,
         // A socket nobody serves: the pool has gone.
-        Err(_) => return Ok(None),
+        Err(_) => return Ok(Claim::NoPool),
     };
     conn.set_read_timeout(Some(CLAIM_TIMEOUT))
         .map_err(io("setting the claim timeout"))?;
-    conn.write_all(CLAIM.as_bytes())
+    conn.write_all(Request::Claim.line().as_bytes())
         .map_err(io("sending a claim to the pool"))?;
-    let mut line = String::new();
-    BufReader::new(&conn)
-        .read_line(&mut line)
+    let (line, agent) = ec1_client::recv_line_with_fd(&conn, MAX_ANSWER)
         .map_err(io("reading the pool's answer"))?;
     let dir = match Answer::parse(&line) {
         Some(Answer::Ok(dir)) => dir,
-        Some(Answer::Empty) => return Ok(None),
+        Some(Answer::Empty) => return Ok(Claim::Empty),
         None => {
             return Err(SandboxError::Options(format!(
                 "the pool answered {line:?} to a claim"
@@ -75,12 +81,22 @@ fn try_claim(
     let engine: Arc<dyn ec1_engine::Engine> = Arc::new(ClaimedEngine::new(conn));
     let console = dir.join(CONSOLE_LOG);
     let t2 = Instant::now();
-    let client = connect_agent(
-        &engine,
-        &dir.join(AGENT_SOCKET),
-        &console,
-        opts.ready_timeout,
-    )?;
+    let client = match agent {
+        // The pool's open connection to the clone's agent: one hello on it.
+        Some(fd) => Client::adopt(UnixStream::from(fd), opts.ready_timeout).map_err(|error| {
+            let _ = engine.stop();
+            SandboxError::Agent {
+                error,
+                console: crate::sandbox::tail(&console, 20),
+            }
+        })?,
+        None => connect_agent(
+            &engine,
+            &dir.join(AGENT_SOCKET),
+            &console,
+            opts.ready_timeout,
+        )?,
+    };
     let reconnect = t2.elapsed();
     let refreshed =
         client
@@ -98,7 +114,7 @@ fn try_claim(
         clock_step_ns: refreshed.clock_step_ns,
         total: t0.elapsed(),
     };
-    Ok(Some(Sandbox::restored(
+    Ok(Claim::Claimed(Box::new(Sandbox::restored(
         engine,
         client,
         BootPath::Pool {
@@ -107,5 +123,5 @@ fn try_claim(
         timings,
         console,
         None,
-    )))
+    ))))
 }

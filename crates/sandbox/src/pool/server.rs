@@ -8,85 +8,225 @@
 //! translated too), and is then paused, costing no CPU. A claim resumes one and hands
 //! it over; the claimer reconnects and refreshes it (entropy, clock, host name) as
 //! after any restore. Every member serves one claim and is then stopped: a claimed
-//! guest is always fresh. The pool refills in the background.
+//! guest is always fresh. The pool refills in the background, but never in the
+//! [`REFILL_QUIET`] after a claim: a refill is a restore plus a warm-up, a few hundred
+//! milliseconds of CPU that would otherwise compete with the claimed clone's command.
+//!
+//! One pool per template: [`lock`] takes `pool-<key>.lock`, which the kernel releases
+//! when the pool's process ends however it ends. The pool ends when told to (`stop`),
+//! after an idle timeout without claims, or when its socket or template is removed.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use ec1_client::{Client, Command, ConnectOptions};
+use ec1_guest::lock::FileLock;
 
-use super::protocol::{socket_path, Answer, AGENT_SOCKET, CLAIM};
-use crate::clone::{find_or_build, restore};
+use super::protocol::{
+    lock_path, log_path, run_dir_prefix, socket_path, Answer, PoolStatus, Request, AGENT_SOCKET,
+    STOPPING,
+};
+use crate::clone::{key_of, restore};
+use crate::sandbox::new_run_dir;
 use crate::{make_engine_cached, Sandbox, SandboxError, SandboxOptions, TemplateCache};
 
-/// How long a claimant may take to send its request.
+/// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the filler waits after a failed member before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// No refill starts this soon after a claim (see the module documentation).
+pub const REFILL_QUIET: Duration = Duration::from_millis(300);
+/// How often the accept loop looks at the stop flag, the idle timeout and whether its
+/// socket and template still exist.
+const TICK: Duration = Duration::from_millis(200);
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
     let context = context.into();
     move |source| SandboxError::Io { context, source }
 }
 
-/// Warm members, and a signal for the filler.
-#[derive(Default)]
-struct Members {
-    ready: Mutex<VecDeque<Sandbox>>,
+/// How a pool runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Warm clones kept ready.
+    pub size: usize,
+    /// End after this long without a claim (and none running); `None`: never.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The right to serve the pool of one template: see [`lock`].
+pub struct PoolLock {
+    _lock: FileLock,
+    key: String,
+    log: PathBuf,
+}
+
+impl PoolLock {
+    /// The template the pool serves.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Where a pool in the background logs (`ec1 pool ls` shows it).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+/// Takes the right to serve `opts`'s pool: `None` when a live pool already serves this
+/// configuration. Reads no file (the template key comes from stats).
+pub fn lock(
+    opts: &SandboxOptions,
+    cache: &TemplateCache,
+) -> Result<Option<PoolLock>, SandboxError> {
+    if let Some(why) = crate::template::unsupported_reason(opts) {
+        return Err(SandboxError::Options(format!("no pool: {why}")));
+    }
+    let (key, _, _) = key_of(opts, cache)?;
+    std::fs::create_dir_all(cache.root())
+        .map_err(io(format!("creating {}", cache.root().display())))?;
+    let path = lock_path(cache.root(), &key);
+    let Some(lock) =
+        FileLock::try_exclusive(&path).map_err(io(format!("locking {}", path.display())))?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(PoolLock {
+        _lock: lock,
+        log: log_path(cache.root(), &key),
+        key,
+    }))
+}
+
+/// A warm clone: paused, with an open agent connection for its claimant.
+struct Member {
+    sb: Sandbox,
+    agent: UnixStream,
+}
+
+/// The members, and what `ec1 pool ls` shows.
+struct Shared {
+    ready: Mutex<VecDeque<Member>>,
     changed: Condvar,
+    /// Clones handed out, and those still running.
+    claims: AtomicU64,
+    claimed: AtomicUsize,
+    /// The last claim handed out (or the start).
+    last_claim: Mutex<Instant>,
+    started: Instant,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            ready: Mutex::default(),
+            changed: Condvar::new(),
+            claims: AtomicU64::new(0),
+            claimed: AtomicUsize::new(0),
+            last_claim: Mutex::new(Instant::now()),
+            started: Instant::now(),
+        }
+    }
+
+    fn ready(&self) -> std::sync::MutexGuard<'_, VecDeque<Member>> {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn since_last_claim(&self) -> Duration {
+        self.last_claim
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
+    fn status(&self, key: &str, opts: &SandboxOptions, config: &PoolConfig) -> PoolStatus {
+        PoolStatus {
+            key: key.to_string(),
+            pid: std::process::id(),
+            size: config.size,
+            ready: self.ready().len(),
+            claims: self.claims.load(Ordering::SeqCst),
+            claimed: self.claimed.load(Ordering::SeqCst),
+            uptime_s: self.started.elapsed().as_secs(),
+            idle_s: self.since_last_claim().as_secs(),
+            idle_timeout_s: config.idle_timeout.map(|d| d.as_secs()),
+            mem_mib: opts.mem_mib,
+            vcpus: opts.vcpus,
+        }
+    }
 }
 
 /// Restores one member and warms it up (see the module documentation), leaving it
-/// paused.
+/// paused with an agent connection open for its claimant.
 fn make_member(
     opts: &SandboxOptions,
     cache: &TemplateCache,
     key: &str,
-) -> Result<Sandbox, SandboxError> {
+) -> Result<Member, SandboxError> {
     let engine = make_engine_cached(&opts.engine, opts.guest_arch()?, cache.root())?;
     let opts = SandboxOptions {
         hostname: None,
         ..opts.clone()
     };
-    let sb = restore(
-        &opts,
-        cache,
-        key,
-        engine,
-        Instant::now(),
-        Duration::ZERO,
-        None,
-    )?;
+    let run_dir = new_run_dir(&run_dir_prefix(key))?;
+    let sb = restore(&opts, cache, key, engine, Instant::now(), None, run_dir)?;
     let agent_err = |error| SandboxError::Agent {
         error,
         console: sb.console_tail(20),
     };
-    sb.client()
-        .output(&Command::new("true"))
-        .map_err(agent_err)?;
+    warm_up(sb.client()).map_err(agent_err)?;
     sb.client().close();
     let socket = sb
         .run_dir_path()
         .map(|d| d.join(AGENT_SOCKET))
         .unwrap_or_default();
-    let again = Client::connect(
-        &socket,
-        &ConnectOptions {
-            connect_timeout: Duration::from_secs(10),
-            ready_timeout: opts.ready_timeout,
-        },
-    )
-    .map_err(agent_err)?;
+    let connect = ConnectOptions {
+        connect_timeout: Duration::from_secs(10),
+        ready_timeout: opts.ready_timeout,
+    };
+    let again = Client::connect(&socket, &connect).map_err(agent_err)?;
     again.refresh(None).map_err(agent_err)?;
-    again.output(&Command::new("true")).map_err(agent_err)?;
+    warm_up(&again).map_err(agent_err)?;
     again.close();
+    let agent = Client::preconnect(&socket, &connect).map_err(agent_err)?;
     sb.engine().pause()?;
-    Ok(sb)
+    Ok(Member { sb, agent })
+}
+
+/// Runs the agent paths a claimant's first command takes, so that TCG has translated
+/// them: a command with stdin (as `ec1 run` gives one), its stdin closed and its
+/// output drained, and one without. Measured: a claimed clone's first command with
+/// stdin took 20–25 ms when the warm-up ran only commands without, 7–9 ms after this.
+fn warm_up(client: &Client) -> Result<(), ec1_client::Error> {
+    for _ in 0..2 {
+        let mut p = client.spawn(
+            &Command::new("sh")
+                .arg("-c")
+                .arg("cat; echo err >&2")
+                .stdin(true),
+        )?;
+        if let Some(mut stdin) = p.stdin() {
+            std::io::Write::write_all(&mut stdin, b"in\n").map_err(|source| {
+                ec1_client::Error::Io {
+                    context: "writing a warm-up command's stdin",
+                    source,
+                }
+            })?;
+            stdin.close()?;
+        }
+        for mut s in [p.stdout(), p.stderr()].into_iter().flatten() {
+            while s.next_chunk()?.is_some() {}
+        }
+        p.wait()?;
+        client.output(&Command::new("true"))?;
+    }
+    Ok(())
 }
 
 /// Keeps `size` members ready until `stop`.
@@ -95,28 +235,20 @@ fn fill(
     cache: &TemplateCache,
     key: &str,
     size: usize,
-    members: &Members,
+    shared: &Shared,
     stop: &AtomicBool,
 ) {
     while !stop.load(Ordering::SeqCst) {
-        let n = members
-            .ready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
-        if n >= size {
-            let g = members.ready.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = members.changed.wait_timeout(g, Duration::from_millis(200));
+        let quiet = REFILL_QUIET.saturating_sub(shared.since_last_claim());
+        let full = shared.ready().len() >= size;
+        if full || !quiet.is_zero() {
+            let g = shared.ready();
+            let wait = if full { TICK } else { quiet };
+            let _ = shared.changed.wait_timeout(g, wait);
             continue;
         }
         match make_member(opts, cache, key) {
-            Ok(sb) => {
-                members
-                    .ready
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_back(sb);
-            }
+            Ok(m) => shared.ready().push_back(m),
             Err(e) => {
                 log::warn!("the pool could not make a clone: {e}");
                 std::thread::sleep(RETRY_AFTER);
@@ -125,32 +257,55 @@ fn fill(
     }
 }
 
-/// Serves one claimant: hands over a member and stops it when the claim ends.
-fn serve_claim(conn: UnixStream, members: &Members) -> Result<(), SandboxError> {
+/// Serves one client: a claim (hands over a member and stops it when the claim ends),
+/// an info request or a stop.
+fn serve_conn(
+    conn: UnixStream,
+    shared: &Shared,
+    status: &dyn Fn() -> PoolStatus,
+    stop: &AtomicBool,
+) -> Result<(), SandboxError> {
     conn.set_read_timeout(Some(REQUEST_TIMEOUT))
         .map_err(io("setting a timeout"))?;
     let mut reader = BufReader::new(&conn);
     let mut line = String::new();
-    reader.read_line(&mut line).map_err(io("reading a claim"))?;
+    reader
+        .read_line(&mut line)
+        .map_err(io("reading a request"))?;
     let mut w = &conn;
-    if line != CLAIM {
-        return Err(SandboxError::Options(format!("not a claim: {line:?}")));
-    }
-    let member = members
-        .ready
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop_front();
-    members.changed.notify_all();
-    let Some(sb) = member else {
-        return w
-            .write_all(Answer::Empty.line().as_bytes())
-            .map_err(io("answering a claim"));
+    let answer = |w: &mut &UnixStream, text: &str| {
+        w.write_all(text.as_bytes())
+            .map_err(io("answering a request"))
     };
+    match Request::parse(&line) {
+        Some(Request::Claim) => {}
+        Some(Request::Info) => {
+            let mut json = serde_json::to_string(&status()).unwrap_or_default();
+            json.push('\n');
+            return answer(&mut w, &json);
+        }
+        Some(Request::Stop) => {
+            stop.store(true, Ordering::SeqCst);
+            return answer(&mut w, STOPPING);
+        }
+        None => return Err(SandboxError::Options(format!("not a request: {line:?}"))),
+    }
+    let member = shared.ready().pop_front();
+    let Some(Member { sb, agent }) = member else {
+        return answer(&mut w, &Answer::Empty.line());
+    };
+    *shared.last_claim.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    shared.claims.fetch_add(1, Ordering::SeqCst);
+    shared.claimed.fetch_add(1, Ordering::SeqCst);
+    let _running = Running(&shared.claimed);
+    shared.changed.notify_all();
     sb.engine().resume()?;
     let dir = sb.run_dir_path().map(Path::to_path_buf).unwrap_or_default();
-    w.write_all(Answer::Ok(dir).line().as_bytes())
+    // The agent connection goes with the answer; the claimant's copy is the only one
+    // left, so the agent sees the host leave when the claimant does.
+    ec1_client::send_with_fd(&conn, Answer::Ok(dir).line().as_bytes(), agent.as_raw_fd())
         .map_err(io("answering a claim"))?;
+    drop(agent);
     // The claim lasts until the claimant closes the connection (or dies).
     conn.set_read_timeout(None)
         .map_err(io("clearing a timeout"))?;
@@ -158,6 +313,15 @@ fn serve_claim(conn: UnixStream, members: &Members) -> Result<(), SandboxError> 
     while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
     sb.shutdown()?;
     Ok(())
+}
+
+/// Counts a running claim until dropped.
+struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A pool being served; see [`serve`].
@@ -168,118 +332,300 @@ pub struct PoolInfo {
     pub key: String,
 }
 
-/// Serves a pool of `size` warm clones of `opts`'s template (building the template if
-/// needed) until `stop` is set; `ready` is told where once claims are accepted. Setting
-/// `stop` ends the pool at its next claim: connect to [`PoolInfo::socket`] to wake it.
+/// Removes the run directories a killed pool of `key` left in the temporary
+/// directory. Only this user's: the lock says no live pool of ours uses them.
+fn sweep_run_dirs(key: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let prefix = run_dir_prefix(key);
+    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for e in rd.flatten() {
+        let ours = e.file_name().to_string_lossy().starts_with(&prefix)
+            && std::fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if ours {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Why the pool should end now, if it should.
+fn should_end(
+    stop: &AtomicBool,
+    shared: &Shared,
+    config: &PoolConfig,
+    socket: &Path,
+    cache: &TemplateCache,
+    key: &str,
+) -> Option<String> {
+    if stop.load(Ordering::SeqCst) {
+        return Some("asked to stop".into());
+    }
+    if let Some(idle) = config.idle_timeout {
+        if shared.claimed.load(Ordering::SeqCst) == 0 && shared.since_last_claim() >= idle {
+            return Some(format!("idle for {} s", idle.as_secs()));
+        }
+    }
+    if !socket.exists() {
+        return Some(format!("its socket {} was removed", socket.display()));
+    }
+    if !cache.has(key) {
+        return Some(format!("its template {key} was removed"));
+    }
+    None
+}
+
+/// Waits up to [`TICK`] for a connection on `listener` (non-blocking).
+fn accept_within_tick(listener: &UnixListener) -> Option<UnixStream> {
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, TICK.as_millis() as libc::c_int) };
+    if n <= 0 {
+        return None;
+    }
+    // Non-blocking listener: a connection that went away meanwhile is WouldBlock.
+    listener.accept().ok().map(|(c, _)| c)
+}
+
+/// Serves a pool of `config.size` warm clones of `opts`'s template (building the
+/// template if needed) until `stop` is set, a client asks it to stop, it has been idle
+/// for `config.idle_timeout`, or its socket or template is removed; `ready` is told
+/// where once claims are accepted. Returns why it ended.
 pub fn serve(
     opts: &SandboxOptions,
     cache: &TemplateCache,
-    size: usize,
+    lock: PoolLock,
+    config: PoolConfig,
     stop: Arc<AtomicBool>,
     ready: impl FnOnce(&PoolInfo),
-) -> Result<(), SandboxError> {
-    if let Some(why) = crate::template::unsupported_reason(opts) {
-        return Err(SandboxError::Options(format!("no pool: {why}")));
-    }
-    let key = find_or_build(opts, cache)?;
+) -> Result<String, SandboxError> {
+    let key = lock.key.clone();
+    crate::clone::find_or_build(opts, cache)?;
+    sweep_run_dirs(&key);
     let socket = socket_path(cache.root(), &key);
-    if UnixStream::connect(&socket).is_ok() {
-        return Err(SandboxError::Options(format!(
-            "a pool for this template already serves on {}",
-            socket.display()
-        )));
-    }
+    // A socket left by a killed pool: the lock says nobody serves it.
     let _ = std::fs::remove_file(&socket);
     let listener = ec1_client::bind_private(&socket)
         .map_err(io(format!("listening on {}", socket.display())))?;
-    let members = Arc::new(Members::default());
+    listener
+        .set_nonblocking(true)
+        .map_err(io("making the pool's socket non-blocking"))?;
+    let shared = Arc::new(Shared::new());
     let filler = {
-        let (opts, cache, key, members, stop) = (
+        let (opts, cache, key, shared, stop) = (
             opts.clone(),
             cache.clone(),
             key.clone(),
-            members.clone(),
+            shared.clone(),
             stop.clone(),
         );
         std::thread::Builder::new()
             .name("ec1-pool-fill".into())
-            .spawn(move || fill(&opts, &cache, &key, size, &members, &stop))
+            .spawn(move || fill(&opts, &cache, &key, config.size, &shared, &stop))
             .map_err(io("starting the pool's filler"))?
     };
     ready(&PoolInfo {
         socket: socket.clone(),
-        key,
+        key: key.clone(),
     });
-    // Claims being served: their connection (to end them) and their thread.
-    let mut claims: Vec<(UnixStream, std::thread::JoinHandle<()>)> = Vec::new();
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
+    // Connections being served: their socket (to end them) and their thread.
+    let mut conns: Vec<(UnixStream, std::thread::JoinHandle<()>)> = Vec::new();
+    let why = loop {
+        if let Some(why) = should_end(&stop, &shared, &config, &socket, cache, &key) {
+            break why;
         }
-        let Ok(conn) = conn else { continue };
+        let Some(conn) = accept_within_tick(&listener) else {
+            continue;
+        };
         // A claim hands over a running guest: only this user or root.
         if !ec1_client::peer_is_trusted(&conn) {
-            log::warn!("pool: refusing a claim from another user");
+            log::warn!("pool: refusing a request from another user");
             continue;
         }
-        claims.retain(|(_, t)| !t.is_finished());
+        conns.retain(|(_, t)| !t.is_finished());
         let ctl = match conn.try_clone() {
             Ok(c) => c,
             Err(e) => {
-                log::warn!("cannot serve a claim: {e}");
+                log::warn!("cannot serve a request: {e}");
                 continue;
             }
         };
-        let members = members.clone();
+        let (shared, stop2, opts2, key2) =
+            (shared.clone(), stop.clone(), opts.clone(), key.clone());
         let spawned = std::thread::Builder::new()
-            .name("ec1-pool-claim".into())
+            .name("ec1-pool-conn".into())
             .spawn(move || {
-                if let Err(e) = serve_claim(conn, &members) {
-                    log::warn!("pool claim: {e}");
+                let status = || shared.status(&key2, &opts2, &config);
+                if let Err(e) = serve_conn(conn, &shared, &status, &stop2) {
+                    log::warn!("pool: {e}");
                 }
             });
         match spawned {
-            Ok(t) => claims.push((ctl, t)),
-            Err(e) => log::warn!("cannot serve a claim: {e}"),
+            Ok(t) => conns.push((ctl, t)),
+            Err(e) => log::warn!("cannot serve a request: {e}"),
         }
+    };
+    stop.store(true, Ordering::SeqCst);
+    // Only ours: a successor may already have bound a new socket at this path if the
+    // old one was removed under us.
+    if !why.contains("socket") {
+        let _ = std::fs::remove_file(&socket);
     }
-    let _ = std::fs::remove_file(&socket);
     // Stopping the pool stops the clones it handed out too, and waits for them: a
     // claim still shutting its clone down (its claimant just finished) must not be
     // cut short by the process exiting, which would leave the clone's run directory.
-    for (conn, _) in &claims {
+    for (conn, _) in &conns {
         let _ = conn.shutdown(std::net::Shutdown::Both);
     }
-    for (_, t) in claims {
+    for (_, t) in conns {
         let _ = t.join();
     }
-    members.changed.notify_all();
+    shared.changed.notify_all();
     let _ = filler.join();
-    members
-        .ready
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
-    Ok(())
+    shared.ready().clear();
+    drop(lock);
+    Ok(why)
+}
+
+/// Asks the pool on `socket` for `request` (info or stop) and returns its answer line.
+pub fn ask(socket: &Path, request: Request) -> std::io::Result<String> {
+    let mut conn = UnixStream::connect(socket)?;
+    conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    conn.write_all(request.line().as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    Ok(line)
+}
+
+/// The status of the pool serving on `socket`, if one answers there.
+pub fn status(socket: &Path) -> Option<PoolStatus> {
+    let line = ask(socket, Request::Info).ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+/// Every pool that answers in `cache`, sorted by key, and the sockets nobody answers
+/// on (a pool that was killed).
+pub fn list(cache: &TemplateCache) -> (Vec<PoolStatus>, Vec<PathBuf>) {
+    let mut live = Vec::new();
+    let mut dead = Vec::new();
+    let Ok(rd) = std::fs::read_dir(cache.root()) else {
+        return (live, dead);
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("pool-") && name.ends_with(".sock")) {
+            continue;
+        }
+        match status(&e.path()) {
+            Some(s) => live.push(s),
+            None => dead.push(e.path()),
+        }
+    }
+    live.sort_by(|a, b| a.key.cmp(&b.key));
+    dead.sort();
+    (live, dead)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_empty_pool_says_so_and_garbage_is_refused() {
-        let members = Members::default();
-        let (mut ours, theirs) = UnixStream::pair().unwrap();
-        ours.write_all(CLAIM.as_bytes()).unwrap();
-        serve_claim(theirs, &members).unwrap();
-        let mut answer = String::new();
-        ours.read_to_string(&mut answer).unwrap();
-        assert_eq!(Answer::parse(&answer), Some(Answer::Empty));
+    fn status_for_test() -> PoolStatus {
+        Shared::new().status(
+            "k",
+            &SandboxOptions::default(),
+            &PoolConfig {
+                size: 1,
+                idle_timeout: None,
+            },
+        )
+    }
 
-        let (mut ours, theirs) = UnixStream::pair().unwrap();
-        ours.write_all(b"give me a VM\n").unwrap();
-        let e = serve_claim(theirs, &members).unwrap_err();
-        assert!(e.to_string().contains("not a claim"), "{e}");
+    #[test]
+    fn an_empty_pool_says_so_and_answers_info_stop_and_refuses_garbage() {
+        let shared = Shared::new();
+        let stop = AtomicBool::new(false);
+        let ask = |req: &[u8]| {
+            let (mut ours, theirs) = UnixStream::pair().unwrap();
+            ours.write_all(req).unwrap();
+            let r = serve_conn(theirs, &shared, &status_for_test, &stop);
+            let mut answer = String::new();
+            ours.read_to_string(&mut answer).unwrap();
+            (r, answer)
+        };
+        let (r, answer) = ask(Request::Claim.line().as_bytes());
+        r.unwrap();
+        assert_eq!(Answer::parse(&answer), Some(Answer::Empty));
+        assert_eq!(shared.claims.load(Ordering::SeqCst), 0);
+
+        let (r, answer) = ask(b"info\n");
+        r.unwrap();
+        let s: PoolStatus = serde_json::from_str(&answer).unwrap();
+        assert_eq!((s.key.as_str(), s.size, s.ready), ("k", 1, 0));
+        assert_eq!(s.pid, std::process::id());
+
+        let (r, _) = ask(b"give me a VM\n");
+        assert!(r.unwrap_err().to_string().contains("not a request"));
+        assert!(!stop.load(Ordering::SeqCst));
+        let (r, answer) = ask(b"stop\n");
+        r.unwrap();
+        assert_eq!(answer, STOPPING);
+        assert!(stop.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn the_pool_ends_when_asked_idle_or_orphaned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = TemplateCache::at(tmp.path().to_path_buf());
+        let socket = tmp.path().join("s.sock");
+        let _listener = UnixListener::bind(&socket).unwrap();
+        std::fs::create_dir(cache.dir("k")).unwrap();
+        for f in [crate::template::STATE_FILE, crate::template::MEM_FILE] {
+            std::fs::write(cache.dir("k").join(f), b"").unwrap();
+        }
+        let shared = Shared::new();
+        let stop = AtomicBool::new(false);
+        let mut config = PoolConfig {
+            size: 1,
+            idle_timeout: None,
+        };
+        let end = |c: &PoolConfig| should_end(&stop, &shared, c, &socket, &cache, "k");
+        assert_eq!(end(&config), None);
+        config.idle_timeout = Some(Duration::ZERO);
+        assert!(end(&config).unwrap().contains("idle"));
+        // Not while a claim runs.
+        shared.claimed.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(end(&config), None);
+        stop.store(true, Ordering::SeqCst);
+        assert!(end(&config).unwrap().contains("asked"));
+        stop.store(false, Ordering::SeqCst);
+        std::fs::remove_dir_all(cache.dir("k")).unwrap();
+        assert!(end(&config).unwrap().contains("template"));
+        std::fs::remove_file(&socket).unwrap();
+        assert!(end(&config).unwrap().contains("socket"));
+    }
+
+    #[test]
+    fn only_a_killed_pools_own_run_directories_are_swept() {
+        let key = "feedfacefeedface0000";
+        let tmp = std::env::temp_dir();
+        let stale = tempfile::Builder::new()
+            .prefix(&run_dir_prefix(key))
+            .tempdir_in(&tmp)
+            .unwrap()
+            .keep();
+        let other = tempfile::Builder::new()
+            .prefix("ec1-pool-0000000000000000-")
+            .tempdir_in(&tmp)
+            .unwrap();
+        sweep_run_dirs(key);
+        assert!(!stale.exists());
+        assert!(other.path().exists());
     }
 }
