@@ -928,8 +928,13 @@ mod tests {
                     // The one optional field: a hello without its flags byte is a
                     // hello with the default flags, never the message that was cut.
                     Ok(Msg::Hello { preamble: true, .. })
-                        if matches!(m, Msg::Hello { preamble: false, .. })
-                            && cut == b.len() - 1 => {}
+                        if matches!(
+                            m,
+                            Msg::Hello {
+                                preamble: false,
+                                ..
+                            }
+                        ) && cut == b.len() - 1 => {}
                     Ok(other) => panic!("{} cut at {cut} decoded as {other:?}", m.name()),
                 }
             }
