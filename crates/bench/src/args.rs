@@ -15,8 +15,11 @@ pub enum Scenario {
     Api,
     /// stdout throughput of a command in the guest.
     Stream,
-    /// Restore from a boot template → `true`.
+    /// Restore from a boot template → `true` (`--pool`: whole `ec1 run -- true`
+    /// processes against a warm pool).
     Template,
+    /// `-n` paused pool clones at once: memory per clone, idle CPU, start time.
+    Density,
 }
 
 impl Scenario {
@@ -27,6 +30,7 @@ impl Scenario {
             Scenario::Api => "api",
             Scenario::Stream => "stream",
             Scenario::Template => "template",
+            Scenario::Density => "density",
         }
     }
 
@@ -37,6 +41,7 @@ impl Scenario {
             Scenario::Cold | Scenario::Stream | Scenario::Template => 10,
             Scenario::Exec => 200,
             Scenario::Api => 500,
+            Scenario::Density => 100,
         }
     }
 }
@@ -46,7 +51,8 @@ impl Scenario {
 pub struct BenchArgs {
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// Measured runs (default: 10 for cold/stream/template, 200 for exec, 500 for api).
+    /// Measured runs (default: 10 for cold/stream/template, 200 for exec, 500 for api);
+    /// for density, the number of clones (default 100).
     #[arg(short = 'n', long = "runs", value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: Option<u64>,
     /// Unmeasured runs first (caches, page cache, CPU frequency).
@@ -82,6 +88,13 @@ pub struct BenchArgs {
     /// clock) instead of restores of the template.
     #[arg(long)]
     pub pool: bool,
+    /// Guest memory in MiB (guest scenarios).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..))]
+    pub mem: u32,
+    /// density: clones without the pool's warm-up (less memory each; a claimant's
+    /// first command then pays for TCG's translation).
+    #[arg(long)]
+    pub lean: bool,
     /// stream: MiB the guest writes to stdout per run.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub stream_mib: u32,
@@ -109,6 +122,12 @@ impl BenchArgs {
         if self.pool && self.scenario != Scenario::Template {
             return Err(BenchError::Usage(format!(
                 "--pool applies to the template scenario, not {}",
+                self.scenario.name()
+            )));
+        }
+        if self.lean && self.scenario != Scenario::Density {
+            return Err(BenchError::Usage(format!(
+                "--lean applies to the density scenario, not {}",
                 self.scenario.name()
             )));
         }
@@ -232,6 +251,12 @@ mod tests {
         let e = parse(&["cold", "--pool"]).unwrap().validate().unwrap_err();
         assert!(e.to_string().contains("template scenario"), "{e}");
         parse(&["template", "--pool"]).unwrap().validate().unwrap();
+        let e = parse(&["cold", "--lean"]).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("density scenario"), "{e}");
+        let d = parse(&["density", "--lean", "--mem", "128"]).unwrap();
+        d.validate().unwrap();
+        assert_eq!((d.runs(), d.mem), (100, 128));
+        assert!(parse(&["density", "--mem", "8"]).is_err());
         assert!(parse(&["cold", "--boot-arg", " "])
             .unwrap()
             .validate()

@@ -43,7 +43,7 @@ use crate::fmt::duration_ms;
 use crate::host::{load_now, HostInfo};
 use crate::progress::Progress;
 use crate::report::{Settings, VariantReport};
-use crate::scenarios::{api, cold, exec, pool, sandbox_options, stream, template};
+use crate::scenarios::{api, cold, density, exec, pool, sandbox_options, stream, template};
 use crate::schedule::{alternate, repeat};
 use std::path::PathBuf;
 
@@ -121,12 +121,24 @@ fn measure(
             ));
             vec![VariantReport::from_runs("ec1 --api-sock", runs)?]
         }
+        Scenario::Density => {
+            let xdg = std::path::absolute("target/bench/xdg-density")
+                .unwrap_or_else(|_| "target/bench/xdg-density".into());
+            let run = density::density_run(&opts, &xdg, n, !args.lean, progress)?;
+            notes.push(format!(
+                "{n} clones of a {} MiB guest{}, paused in one pool (this process; cache {}); PSS = private pages + a share of shared ones, USS = private pages only",
+                args.mem,
+                if args.lean { " without warm-up (--lean)" } else { ", warmed up" },
+                xdg.display()
+            ));
+            vec![VariantReport::from_runs("ec1 pool", vec![run])?]
+        }
         Scenario::Template if args.pool => {
             let ec1 = process::ec1_binary(args.ec1.as_deref())?;
             let xdg = std::path::absolute("target/bench/xdg")
                 .unwrap_or_else(|_| "target/bench/xdg".into());
             progress.say("starting the benchmark's pool (it builds the template first)…");
-            let p = pool::BenchPool::start(&opts, &xdg)?;
+            let p = pool::BenchPool::start(&opts, &xdg, pool::SIZE, true, &|_| {})?;
             let mut f = || p.run_once(&ec1);
             let runs = repeat(progress, ("ec1 run (pool)", &mut f), w, n, 1)?;
             notes.push(format!(

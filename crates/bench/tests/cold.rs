@@ -23,6 +23,8 @@ fn cold_two_runs_produce_a_complete_report() {
         ec1: None,
         stream_mib: 64,
         pool: false,
+        mem: 256,
+        lean: false,
         quiet: true,
     };
     let out = execute(&args).unwrap_or_else(|e| panic!("bench cold failed: {e}"));

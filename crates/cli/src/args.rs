@@ -206,6 +206,10 @@ pub struct PoolArgs {
     /// End after this many seconds without a claim (default: never).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: Option<u64>,
+    /// Keep clones without warming them up: about a third less memory each, but each
+    /// claimant's first command pays for TCG translating it (tens of milliseconds).
+    #[arg(long)]
+    pub lean: bool,
     /// The pool `ec1 run` leaves in the background: exit at once if a pool already
     /// serves this configuration, else log to the template cache's `pool-<key>.log`.
     #[arg(long, hide = true)]

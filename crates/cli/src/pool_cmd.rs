@@ -60,6 +60,7 @@ fn serve(args: &PoolArgs, cache: &TemplateCache) -> Result<(), SandboxError> {
     let config = PoolConfig {
         size: args.size as usize,
         idle_timeout: args.idle_timeout.map(Duration::from_secs),
+        warm: !args.lean,
     };
     let why = pool::serve(&opts, cache, lock, config, stop, |info: &PoolInfo| {
         eprintln!(
@@ -151,11 +152,12 @@ fn line(s: &PoolStatus) -> String {
         None => format!("idle {} s", s.idle_s),
     };
     format!(
-        "{}  pid {}  {}/{} ready  {} running  {} claims  {} vcpu {} MiB  up {} s  {}",
+        "{}  pid {}  {}/{} ready{}  {} running  {} claims  {} vcpu {} MiB  up {} s  {}",
         &s.key[..s.key.len().min(16)],
         s.pid,
         s.ready,
         s.size,
+        if s.warm { "" } else { " (lean)" },
         s.claimed,
         s.claims,
         s.vcpus,
@@ -218,6 +220,7 @@ mod tests {
             uptime_s: 100,
             idle_s: 3,
             idle_timeout_s: Some(300),
+            warm: true,
             mem_mib: 256,
             vcpus: 1,
         }

@@ -37,6 +37,7 @@ fn claims_get_warm_distinct_clones() {
     let config = PoolConfig {
         size: 2,
         idle_timeout: None,
+        warm: true,
     };
     let server = {
         let (cache, stop) = (cache.clone(), stop.clone());

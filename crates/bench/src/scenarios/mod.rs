@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod cold;
+pub mod density;
 pub mod exec;
 pub mod pool;
 pub mod stream;
@@ -15,6 +16,7 @@ use ec1_sandbox::SandboxOptions;
 pub fn sandbox_options(args: &BenchArgs) -> SandboxOptions {
     SandboxOptions {
         kernel: args.kernel.clone(),
+        mem_mib: args.mem,
         arch: args.arch,
         extra_boot_args: args.boot_args.clone(),
         ..SandboxOptions::default()
@@ -43,6 +45,8 @@ mod tests {
             ec1: None,
             stream_mib: 64,
             pool: false,
+            mem: 256,
+            lean: false,
             quiet: true,
         };
         let o = sandbox_options(&args);

@@ -31,10 +31,12 @@ pub const PHASES: [&str; 8] = [
     "unaccounted",
 ];
 
-/// Warm clones the benchmark's pool keeps.
-const SIZE: usize = 2;
-/// How long the pool may take to (re)fill.
+/// Warm clones the benchmark's pool keeps for `template --pool`.
+pub const SIZE: usize = 2;
+/// How long the pool may take to (re)fill: a template build, and then this much per
+/// clone.
 const FILL_TIMEOUT: Duration = Duration::from_secs(180);
+const FILL_PER_CLONE: Duration = Duration::from_secs(3);
 
 /// What `ec1 run --timings` printed about a pooled start, in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -99,15 +101,23 @@ pub fn phases_of(wall: f64, t: &RunTimings) -> Run {
 pub struct BenchPool {
     xdg: PathBuf,
     socket: PathBuf,
+    size: usize,
     stop: Arc<AtomicBool>,
     server: Option<std::thread::JoinHandle<Result<String, ec1_sandbox::SandboxError>>>,
     opts: SandboxOptions,
 }
 
 impl BenchPool {
-    /// Starts a pool of `opts` (its kernel resolved to a path, so that the runs name
-    /// the same one) in `xdg`'s template cache and waits until it is full.
-    pub fn start(opts: &SandboxOptions, xdg: &Path) -> Result<BenchPool, BenchError> {
+    /// Starts a pool of `size` clones of `opts` (its kernel resolved to a path, so
+    /// that the runs name the same one), warmed up or not, in `xdg`'s template cache
+    /// and waits until it is full, telling `progress` how far it got.
+    pub fn start(
+        opts: &SandboxOptions,
+        xdg: &Path,
+        size: usize,
+        warm: bool,
+        progress: &dyn Fn(usize),
+    ) -> Result<BenchPool, BenchError> {
         let mut opts = opts.clone();
         if opts.kernel.is_none() {
             opts.kernel = Some(ec1_guest::kernel::path(opts.guest_arch()?)?);
@@ -124,8 +134,9 @@ impl BenchPool {
         let server = {
             let (opts, stop) = (opts.clone(), stop.clone());
             let config = PoolConfig {
-                size: SIZE,
+                size,
                 idle_timeout: None,
+                warm,
             };
             std::thread::spawn(move || {
                 pool::serve(&opts, &cache, lock, config, stop, |i| {
@@ -139,28 +150,62 @@ impl BenchPool {
         let p = BenchPool {
             xdg: xdg.to_path_buf(),
             socket,
+            size,
             stop,
             server: Some(server),
             opts,
         };
-        p.wait_full()?;
+        p.wait_full(progress)?;
         Ok(p)
     }
 
-    fn wait_full(&self) -> Result<(), BenchError> {
-        let deadline = Instant::now() + FILL_TIMEOUT;
+    /// The pool's own account of itself.
+    pub fn status(&self) -> Option<ec1_sandbox::pool::PoolStatus> {
+        pool::status(&self.socket)
+    }
+
+    /// The options its clones run (the kernel resolved).
+    pub fn options(&self) -> &SandboxOptions {
+        &self.opts
+    }
+
+    /// The template cache it serves.
+    pub fn cache(&self) -> TemplateCache {
+        TemplateCache::at(self.xdg.join("ec1").join("templates"))
+    }
+
+    fn wait_full(&self, progress: &dyn Fn(usize)) -> Result<(), BenchError> {
+        let limit = FILL_TIMEOUT + FILL_PER_CLONE * self.size as u32;
+        let deadline = Instant::now() + limit;
+        let mut told = 0;
         loop {
-            if pool::status(&self.socket).is_some_and(|s| s.ready >= SIZE) {
+            let ready = self.status().map_or(0, |s| s.ready);
+            if ready >= self.size {
                 return Ok(());
+            }
+            if ready != told {
+                progress(ready);
+                told = ready;
             }
             if Instant::now() > deadline {
                 return Err(BenchError::Guest(format!(
-                    "the benchmark's pool did not fill within {} s",
-                    FILL_TIMEOUT.as_secs()
+                    "the benchmark's pool did not fill within {} s ({ready} of {} clones)",
+                    limit.as_secs(),
+                    self.size
                 )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Stops the pool and its clones; returns how long that took.
+    pub fn stop(mut self) -> Duration {
+        let t = Instant::now();
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(s) = self.server.take() {
+            let _ = s.join();
+        }
+        t.elapsed()
     }
 
     /// The `ec1 run` arguments of the pool's configuration.
@@ -190,7 +235,7 @@ impl BenchPool {
 
     /// One `ec1 run -- true` served by the pool, once it is full again.
     pub fn run_once(&self, ec1: &Path) -> Result<Run, BenchError> {
-        self.wait_full()?;
+        self.wait_full(&|_| {})?;
         let t = Instant::now();
         let out = Command::new(ec1)
             .env("XDG_CACHE_HOME", &self.xdg)

@@ -96,6 +96,8 @@ pub struct PoolStatus {
     pub idle_s: u64,
     /// The pool ends after this many idle seconds (`None`: never).
     pub idle_timeout_s: Option<u64>,
+    /// Whether its clones are warmed up before they are paused (`false`: `--lean`).
+    pub warm: bool,
     /// The guest's memory and vCPUs.
     pub mem_mib: u32,
     pub vcpus: u8,
