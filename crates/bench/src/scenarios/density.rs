@@ -96,7 +96,7 @@ pub fn density_run(
     let t = Instant::now();
     let step = (n / 20).max(1);
     let tell = |ready: usize| {
-        if ready % step == 0 {
+        if ready.is_multiple_of(step) {
             progress.say(&format!(
                 "density: {ready}/{n} clones ready after {:.0} s",
                 t.elapsed().as_secs_f64()
