@@ -290,3 +290,44 @@ fn bench_template_pool_measures_whole_runs_served_by_its_own_pool() {
         .flatten()
         .all(|e| !e.file_name().to_string_lossy().starts_with("ec1-pool-")));
 }
+
+#[test]
+fn bench_density_reports_what_each_paused_clone_costs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(EC1)
+        .current_dir(tmp.path())
+        .env("TMPDIR", tmp.path())
+        .args([
+            "bench", "density", "-n", "2", "--mem", "128", "--lean", "-q",
+        ])
+        .arg("--kernel")
+        .arg(kernel())
+        .output()
+        .unwrap();
+    let report = ok(&out);
+    for line in [
+        "PSS per clone",
+        "ec1 PSS share per clone",
+        "TCG code per clone",
+        "idle CPU (all)",
+        "without warm-up (--lean)",
+    ] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
+    let j: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("target/bench/density.json")).unwrap(),
+    )
+    .unwrap();
+    let clones = j["variants"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "clones")
+        .unwrap_or_else(|| panic!("{j}"))
+        .clone();
+    assert_eq!(clones["stats"]["median"].as_f64(), Some(2.0), "{clones}");
+    assert!(std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().starts_with("ec1-pool-")));
+}
