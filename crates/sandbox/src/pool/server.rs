@@ -3,11 +3,11 @@
 //! A restored clone is fast to start, but under TCG its first command pays for
 //! translating every guest code path again (the translation cache lives in the QEMU
 //! process, not in the snapshot): ~40–50 ms to reconnect and ~90 ms for a first `true`.
-//! A pool does that work ahead of time: each member is restored, refreshed, runs a
-//! warm-up command, is disconnected and reconnected once (so the reconnect path is
-//! translated too), and is then paused, costing no CPU. A claim resumes one and hands
-//! it over; the claimer reconnects and refreshes it (entropy, clock, host name) as
-//! after any restore. Every member serves one claim and is then stopped: a claimed
+//! A pool does that work ahead of time: each member is restored, refreshed, runs
+//! warm-up commands, gets a fresh agent connection for its claimant and is then
+//! paused, costing no CPU. A claim resumes one and hands it over with that connection
+//! (no reconnect, and no preamble: see `ec1_client::Client::adopt`); the claimant
+//! refreshes it (entropy, clock, host name) as after any restore. Every member serves one claim and is then stopped: a claimed
 //! guest is always fresh. The pool refills in the background, but never in the
 //! [`REFILL_QUIET`] after a claim: a refill is a restore plus a warm-up, a few hundred
 //! milliseconds of CPU that would otherwise compete with the claimed clone's command.
@@ -198,12 +198,8 @@ fn make_member(
         connect_timeout: Duration::from_secs(10),
         ready_timeout: opts.ready_timeout,
     };
-    let again = Client::connect(&socket, &connect).map_err(agent_err)?;
-    again.refresh(None).map_err(agent_err)?;
-    if warm {
-        warm_up(&again).map_err(agent_err)?;
-    }
-    again.close();
+    // The claimant adopts this connection (no reconnect of its own), so there is no
+    // reconnect path to warm up: one connection for it, made now.
     let agent = Client::preconnect(&socket, &connect).map_err(agent_err)?;
     sb.engine().pause()?;
     Ok(Member { sb, agent })
