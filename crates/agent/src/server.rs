@@ -222,14 +222,11 @@ impl Server {
                 min_version,
                 max_version,
                 nonce,
-                preamble,
             } => {
                 let n = sh.sessions.close_all();
                 let e = sh.outbox.next_epoch();
                 crate::debug!("hello (nonce {nonce:#x}); closed {n} session(s)");
-                if preamble {
-                    sh.outbox.preamble(e);
-                }
+                sh.outbox.preamble(e);
                 match negotiate(min_version, max_version) {
                     Some(version) => {
                         let c = &sh.config;

@@ -91,32 +91,37 @@ impl Client {
     }
 
     /// Connects to the agent socket at `path` and completes one hello with the agent,
-    /// then returns the bare connection: the agent now has a host, and whoever later
-    /// says hello on this stream ([`Client::handshake`]) gets an answer in one round
-    /// trip. For a pool, which keeps a warm clone's connection for its claimant.
-    pub fn preconnect(path: &Path, opts: &ConnectOptions) -> Result<UnixStream> {
+    /// then returns the bare connection, between frames in both directions, and the
+    /// agent's announcement: whoever is handed both takes the connection over with
+    /// [`Client::adopt`], without a round trip. For a pool, which keeps a warm clone's
+    /// connection for its claimant.
+    pub fn preconnect(path: &Path, opts: &ConnectOptions) -> Result<(UnixStream, ReadyInfo)> {
         let stream = connect_retrying(path, opts.connect_timeout, &|| false)?;
-        let (w, _reader, _ready) = hello(stream, opts.ready_timeout, true)?;
-        Ok(w)
+        let (w, _reader, ready) = hello(stream, opts.ready_timeout)?;
+        Ok((w, ready))
     }
 
     /// Speaks to an agent over an already connected stream: sends the preamble and
     /// hello, waits up to `ready_timeout` for the matching ready, then starts the reader.
     pub fn handshake(stream: UnixStream, ready_timeout: Duration) -> Result<Client> {
-        Client::start(stream, ready_timeout, true)
+        let (w, reader, ready) = hello(stream, ready_timeout)?;
+        Client::start(w, reader, ready)
     }
 
-    /// [`Client::handshake`] on a connection known to be between frames in both
-    /// directions: one that [`Client::preconnect`] returned, handed over as it was. No
-    /// preamble either way (2 × 128 KiB of zeros through the guest: most of a
-    /// reconnect's cost under TCG), just the hello and the ready.
-    pub fn adopt(stream: UnixStream, ready_timeout: Duration) -> Result<Client> {
-        Client::start(stream, ready_timeout, false)
+    /// Takes over a connection that [`Client::preconnect`] made, with the `ready` it
+    /// returned: no hello, no preamble (2 × 128 KiB of zeros through the guest, most of
+    /// a reconnect's cost under TCG), no round trip at all. The connection must be as
+    /// `preconnect` left it: between frames, no session open.
+    pub fn adopt(stream: UnixStream, ready: ReadyInfo) -> Result<Client> {
+        let w = stream.try_clone().map_err(|source| Error::Io {
+            context: "duplicating the socket",
+            source,
+        })?;
+        Client::start(w, FrameReader::new(stream), ready)
     }
 
-    fn start(stream: UnixStream, ready_timeout: Duration, preamble: bool) -> Result<Client> {
+    fn start(w: UnixStream, reader: FrameReader<UnixStream>, ready: ReadyInfo) -> Result<Client> {
         let io = |context| move |source| Error::Io { context, source };
-        let (w, reader, ready) = hello(stream, ready_timeout, preamble)?;
         // The guest's own clock: when the agent began (the kernel reached /init) and
         // when it was ready, as the guest's uptime.
         ec1_trace::event!(
@@ -231,11 +236,9 @@ pub(crate) fn connect_retrying(
 /// the guest may still be dropping the previous one's bytes when ours arrive, so a
 /// hello can be lost) until the agent answers one, for up to `ready_timeout`. Returns
 /// the writer, the reader (positioned after the ready) and the agent's announcement.
-/// Without `preamble` neither side sends one (see [`Client::adopt`]).
 pub(crate) fn hello(
     stream: UnixStream,
     ready_timeout: Duration,
-    preamble: bool,
 ) -> Result<(UnixStream, FrameReader<UnixStream>, ReadyInfo)> {
     let io = |context| move |source| Error::Io { context, source };
     let mut w = stream.try_clone().map_err(io("duplicating the socket"))?;
@@ -243,9 +246,7 @@ pub(crate) fn hello(
     let say_hello = |w: &mut UnixStream, nonces: &mut Vec<u64>| -> Result<Instant> {
         let nonce = random_u64();
         nonces.push(nonce);
-        if preamble {
-            write_preamble(w).map_err(io("writing to the agent"))?;
-        }
+        write_preamble(w).map_err(io("writing to the agent"))?;
         write_msg(
             w,
             0,
@@ -253,7 +254,6 @@ pub(crate) fn hello(
                 min_version: MIN_PROTOCOL_VERSION,
                 max_version: PROTOCOL_VERSION,
                 nonce,
-                preamble,
             },
         )
         .map_err(io("writing to the agent"))?;

@@ -173,7 +173,7 @@ fn serve(
     slot: &Mutex<Option<Arc<Shared>>>,
 ) -> Result<()> {
     let up = connect_retrying(upstream, ready_timeout, &|| stopping.load(Ordering::SeqCst))?;
-    let (up, reader, ready) = hello(up, ready_timeout, true)?;
+    let (up, reader, ready) = hello(up, ready_timeout)?;
     let sh = Arc::new(Shared {
         up: Mutex::new(up),
         routes: Mutex::default(),
@@ -287,7 +287,6 @@ impl Shared {
                             min_version,
                             max_version,
                             nonce,
-                            ..
                         },
                 } => {
                     greeted = self.greet(id, min_version, max_version, nonce);
@@ -674,7 +673,6 @@ mod tests {
             min_version: PROTOCOL_VERSION,
             max_version: PROTOCOL_VERSION,
             nonce: 7,
-            preamble: true,
         };
         write_msg(&mut raw, 0, &hello).unwrap();
         let req = crate::Command::new("flood").req.clone();

@@ -503,7 +503,6 @@ fn an_incompatible_host_is_told_so() {
             min_version: 50,
             max_version: 60,
             nonce: 1,
-            preamble: true,
         },
     )
     .unwrap();

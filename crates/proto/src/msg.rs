@@ -13,9 +13,6 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// The oldest version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
-/// The flag of a [`Msg::Hello`] that asks for no preamble.
-pub const HELLO_NO_PREAMBLE: u8 = 1;
-
 /// Most arguments an exec may carry (the kernel's own limit is by bytes, not count).
 pub const MAX_ARGS: usize = 8192;
 /// Most environment entries an exec may carry.
@@ -242,12 +239,6 @@ pub enum Msg {
         min_version: u16,
         max_version: u16,
         nonce: u64,
-        /// Whether the agent sends the preamble before its ready (it ends a partial
-        /// frame an earlier connection may have left for the host's new reader).
-        /// `false` only on a connection the host knows to be between frames: one a
-        /// pool handed over right after a ready. On the wire: absent means `true`;
-        /// `false` is a trailing flags byte with [`HELLO_NO_PREAMBLE`] set.
-        preamble: bool,
     },
     /// Starts a command in a new session.
     Exec(ExecRequest),
@@ -381,15 +372,11 @@ impl Msg {
                 min_version,
                 max_version,
                 nonce,
-                preamble,
             } => {
                 e.u8(tag::HELLO);
                 e.u16(*min_version);
                 e.u16(*max_version);
                 e.u64(*nonce);
-                if !preamble {
-                    e.u8(HELLO_NO_PREAMBLE);
-                }
             }
             Msg::Exec(r) => {
                 e.u8(tag::EXEC);
@@ -554,18 +541,6 @@ impl Msg {
                 min_version: d.u16("min version")?,
                 max_version: d.u16("max version")?,
                 nonce: d.u64("nonce")?,
-                preamble: match d.has_more() {
-                    false => true,
-                    true => match d.u8("hello flags")? {
-                        HELLO_NO_PREAMBLE => false,
-                        f => {
-                            return Err(DecodeError::Invalid {
-                                what: "hello flags",
-                                why: format!("unknown flags {f:#x}"),
-                            })
-                        }
-                    },
-                },
             },
             tag::EXEC => {
                 // Each argument is at least its 4-byte length on the wire.
@@ -808,13 +783,6 @@ mod tests {
                 min_version: 1,
                 max_version: 3,
                 nonce: 0x1234_5678_9abc_def0,
-                preamble: true,
-            },
-            Msg::Hello {
-                min_version: 1,
-                max_version: 1,
-                nonce: 7,
-                preamble: false,
             },
             Msg::Exec(ExecRequest {
                 argv: vec![b"sh".to_vec(), b"-c".to_vec(), b"echo \xff".to_vec()],
@@ -923,31 +891,20 @@ mod tests {
         for m in all_messages() {
             let b = m.encode().unwrap();
             for cut in 0..b.len() {
-                match Msg::decode(&b[..cut]) {
-                    Err(_) => {}
-                    // The one optional field: a hello without its flags byte is a
-                    // hello with the default flags, never the message that was cut.
-                    Ok(Msg::Hello { preamble: true, .. })
-                        if matches!(
-                            m,
-                            Msg::Hello {
-                                preamble: false,
-                                ..
-                            }
-                        ) && cut == b.len() - 1 => {}
-                    Ok(other) => panic!("{} cut at {cut} decoded as {other:?}", m.name()),
-                }
+                assert!(
+                    Msg::decode(&b[..cut]).is_err(),
+                    "{} cut at {cut} decoded",
+                    m.name()
+                );
             }
             let mut longer = b.clone();
             longer.push(0);
-            let e = Msg::decode(&longer).unwrap_err();
-            match m {
-                // A zero flags byte after a hello is not a flag this version knows.
-                Msg::Hello { preamble: true, .. } => {
-                    assert!(e.to_string().contains("hello flags"), "{e}")
-                }
-                _ => assert_eq!(e, DecodeError::Trailing(1), "{}", m.name()),
-            }
+            assert_eq!(
+                Msg::decode(&longer),
+                Err(DecodeError::Trailing(1)),
+                "{}",
+                m.name()
+            );
         }
     }
 

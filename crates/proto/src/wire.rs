@@ -75,11 +75,6 @@ impl<'a> Dec<'a> {
         Ok(s)
     }
 
-    /// Whether bytes are left (for a trailing optional field).
-    pub fn has_more(&self) -> bool {
-        self.pos < self.buf.len()
-    }
-
     pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
     }

@@ -13,8 +13,8 @@ use ec1_client::Client;
 
 /// How long a pool may take to answer a claim before the caller restores by itself.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
-/// The longest answer a pool gives ("ok " and a run directory).
-const MAX_ANSWER: usize = 4096 + 4;
+/// The longest answer a pool gives (a run directory and the agent's announcement).
+const MAX_ANSWER: usize = 16 * 1024;
 
 /// What asking for a warm clone gave.
 pub enum Claim {
@@ -66,8 +66,8 @@ fn try_claim(
         .map_err(io("sending a claim to the pool"))?;
     let (line, agent) = ec1_client::recv_line_with_fd(&conn, MAX_ANSWER)
         .map_err(io("reading the pool's answer"))?;
-    let dir = match Answer::parse(&line) {
-        Some(Answer::Ok(dir)) => dir,
+    let (dir, ready) = match Answer::parse(&line) {
+        Some(Answer::Ok { dir, ready }) => (dir, ready),
         Some(Answer::Empty) => return Ok(Claim::Empty),
         None => {
             return Err(SandboxError::Options(format!(
@@ -81,16 +81,16 @@ fn try_claim(
     let engine: Arc<dyn ec1_engine::Engine> = Arc::new(ClaimedEngine::new(conn));
     let console = dir.join(CONSOLE_LOG);
     let t2 = Instant::now();
-    let client = match agent {
-        // The pool's open connection to the clone's agent: one hello on it.
-        Some(fd) => Client::adopt(UnixStream::from(fd), opts.ready_timeout).map_err(|error| {
+    let client = match (agent, ready) {
+        // The pool's open connection to the clone's agent, taken over as it is.
+        (Some(fd), Some(ready)) => Client::adopt(UnixStream::from(fd), ready).map_err(|error| {
             let _ = engine.stop();
             SandboxError::Agent {
                 error,
                 console: crate::sandbox::tail(&console, 20),
             }
         })?,
-        None => connect_agent(
+        _ => connect_agent(
             &engine,
             &dir.join(AGENT_SOCKET),
             &console,

@@ -12,6 +12,7 @@
 //! - `info\n`: one JSON line, a [`PoolStatus`] (`ec1 pool ls`).
 //! - `stop\n`: `stopping\n`, and the pool ends (`ec1 pool stop`).
 
+use ec1_proto::{Msg, ReadyInfo};
 use std::path::{Path, PathBuf};
 
 /// The agent socket in a clone's run directory.
@@ -106,8 +107,13 @@ pub struct PoolStatus {
 /// The answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// A clone runs with this run directory.
-    Ok(PathBuf),
+    /// A clone runs with this run directory; its agent connection comes with the
+    /// answer (`SCM_RIGHTS`) when `ready`, what the agent announced on it, is given:
+    /// `adopt <Ready message, hex> <dir>`. Otherwise `ok <dir>`.
+    Ok {
+        dir: PathBuf,
+        ready: Option<ReadyInfo>,
+    },
     /// No warm clone right now.
     Empty,
 }
@@ -115,7 +121,15 @@ pub enum Answer {
 impl Answer {
     pub fn line(&self) -> String {
         match self {
-            Answer::Ok(dir) => format!("ok {}\n", dir.display()),
+            Answer::Ok { dir, ready: None } => format!("ok {}\n", dir.display()),
+            Answer::Ok {
+                dir,
+                ready: Some(r),
+            } => {
+                let bytes = Msg::Ready(r.clone()).encode().unwrap_or_default();
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                format!("adopt {hex} {}\n", dir.display())
+            }
             Answer::Empty => "empty\n".into(),
         }
     }
@@ -125,8 +139,25 @@ impl Answer {
         if line == "empty" {
             return Some(Answer::Empty);
         }
+        if let Some(rest) = line.strip_prefix("adopt ") {
+            let (hex, dir) = rest.split_once(' ')?;
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            let Ok(Msg::Ready(ready)) = Msg::decode(&bytes) else {
+                return None;
+            };
+            return (!dir.is_empty()).then(|| Answer::Ok {
+                dir: dir.into(),
+                ready: Some(ready),
+            });
+        }
         let dir = line.strip_prefix("ok ")?;
-        (!dir.is_empty()).then(|| Answer::Ok(dir.into()))
+        (!dir.is_empty()).then(|| Answer::Ok {
+            dir: dir.into(),
+            ready: None,
+        })
     }
 }
 
@@ -136,10 +167,34 @@ mod tests {
 
     #[test]
     fn requests_and_answers_round_trip() {
-        let ok = Answer::Ok("/tmp/a dir/x".into());
+        let ok = Answer::Ok {
+            dir: "/tmp/a dir/x".into(),
+            ready: None,
+        };
         assert_eq!(Answer::parse(&ok.line()), Some(ok));
+        let adopt = Answer::Ok {
+            dir: "/tmp/a dir/x".into(),
+            ready: Some(ReadyInfo {
+                version: 1,
+                nonce: 7,
+                agent_version: "0.1.0".into(),
+                mode: "initramfs".into(),
+                ..ReadyInfo::default()
+            }),
+        };
+        assert!(adopt.line().starts_with("adopt "), "{}", adopt.line());
+        assert_eq!(Answer::parse(&adopt.line()), Some(adopt));
         assert_eq!(Answer::parse(&Answer::Empty.line()), Some(Answer::Empty));
-        for bad in ["", "ok \n", "ok a", "nope\n", "empty"] {
+        for bad in [
+            "",
+            "ok \n",
+            "ok a",
+            "nope\n",
+            "empty",
+            "adopt zz /d\n",
+            "adopt 0102 /d\n",
+            "adopt 01\n",
+        ] {
             assert_eq!(Answer::parse(bad), None, "{bad:?}");
         }
         for r in [Request::Claim, Request::Info, Request::Stop] {

@@ -112,6 +112,8 @@ pub fn lock(
 struct Member {
     sb: Sandbox,
     agent: UnixStream,
+    /// What the agent announced on `agent`.
+    ready: ec1_client::ReadyInfo,
 }
 
 /// The members, and what `ec1 pool ls` shows.
@@ -200,9 +202,9 @@ fn make_member(
     };
     // The claimant adopts this connection (no reconnect of its own), so there is no
     // reconnect path to warm up: one connection for it, made now.
-    let agent = Client::preconnect(&socket, &connect).map_err(agent_err)?;
+    let (agent, ready) = Client::preconnect(&socket, &connect).map_err(agent_err)?;
     sb.engine().pause()?;
-    Ok(Member { sb, agent })
+    Ok(Member { sb, agent, ready })
 }
 
 /// Runs the agent paths a claimant's first command takes, so that TCG has translated
@@ -298,7 +300,7 @@ fn serve_conn(
         None => return Err(SandboxError::Options(format!("not a request: {line:?}"))),
     }
     let member = shared.ready().pop_front();
-    let Some(Member { sb, agent }) = member else {
+    let Some(Member { sb, agent, ready }) = member else {
         return answer(&mut w, &Answer::Empty.line());
     };
     *shared.last_claim.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
@@ -310,7 +312,12 @@ fn serve_conn(
     let dir = sb.run_dir_path().map(Path::to_path_buf).unwrap_or_default();
     // The agent connection goes with the answer; the claimant's copy is the only one
     // left, so the agent sees the host leave when the claimant does.
-    ec1_client::send_with_fd(&conn, Answer::Ok(dir).line().as_bytes(), agent.as_raw_fd())
+    let answer_line = Answer::Ok {
+        dir,
+        ready: Some(ready),
+    }
+    .line();
+    ec1_client::send_with_fd(&conn, answer_line.as_bytes(), agent.as_raw_fd())
         .map_err(io("answering a claim"))?;
     drop(agent);
     // The claim lasts until the claimant closes the connection (or dies).
