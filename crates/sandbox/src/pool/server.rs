@@ -540,8 +540,9 @@ pub fn status(socket: &Path) -> Option<PoolStatus> {
     serde_json::from_str(&line).ok()
 }
 
-/// Every pool that answers in `cache`, sorted by key, and the sockets nobody answers
-/// on (a pool that was killed).
+/// Every pool that answers in `cache`, sorted by key, and the sockets nobody listens
+/// on any more (a pool that was killed). A pool that is there but slow to answer is in
+/// neither list.
 pub fn list(cache: &TemplateCache) -> (Vec<PoolStatus>, Vec<PathBuf>) {
     let mut live = Vec::new();
     let mut dead = Vec::new();
@@ -555,7 +556,13 @@ pub fn list(cache: &TemplateCache) -> (Vec<PoolStatus>, Vec<PathBuf>) {
         }
         match status(&e.path()) {
             Some(s) => live.push(s),
-            None => dead.push(e.path()),
+            None => {
+                let refused = UnixStream::connect(e.path())
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+                if refused {
+                    dead.push(e.path());
+                }
+            }
         }
     }
     live.sort_by(|a, b| a.key.cmp(&b.key));
