@@ -67,8 +67,9 @@ pub struct BenchArgs {
     /// cold: also boot the same kernel and agent with plain QEMU (no ec1), alternating.
     #[arg(long)]
     pub baseline_qemu: bool,
-    /// cold: drive this Firecracker-compatible binary through the API, alternating with
-    /// `ec1 --api-sock` driven the same way.
+    /// cold, api: drive this Firecracker-compatible binary through the API, alternating
+    /// with `ec1 --api-sock` driven the same way (api: one fresh process per run; 20
+    /// runs unless -n).
     #[arg(long, value_name = "BIN")]
     pub compare: Option<PathBuf>,
     /// Guest kernel (default: the kernel `ec1 kernel build` made).
@@ -113,9 +114,15 @@ impl BenchArgs {
 
     /// Refuses combinations that would silently measure something else.
     pub fn validate(&self) -> Result<(), BenchError> {
-        if (self.baseline_qemu || self.compare.is_some()) && self.scenario != Scenario::Cold {
+        if self.baseline_qemu && self.scenario != Scenario::Cold {
             return Err(BenchError::Usage(format!(
-                "--baseline-qemu and --compare apply to the cold scenario, not {}",
+                "--baseline-qemu applies to the cold scenario, not {}",
+                self.scenario.name()
+            )));
+        }
+        if self.compare.is_some() && !matches!(self.scenario, Scenario::Cold | Scenario::Api) {
+            return Err(BenchError::Usage(format!(
+                "--compare applies to the cold and api scenarios, not {}",
                 self.scenario.name()
             )));
         }

@@ -43,7 +43,9 @@ use crate::fmt::duration_ms;
 use crate::host::{load_now, HostInfo};
 use crate::progress::Progress;
 use crate::report::{Settings, VariantReport};
-use crate::scenarios::{api, cold, density, exec, pool, sandbox_options, stream, template};
+use crate::scenarios::{
+    api, api_compare, cold, density, exec, pool, sandbox_options, stream, template,
+};
 use crate::schedule::{alternate, repeat};
 use std::path::PathBuf;
 
@@ -112,6 +114,24 @@ fn measure(
             "ec1",
             stream::stream_runs(&opts, progress, w, n, args.stream_mib)?,
         )?],
+        Scenario::Api if args.compare.is_some() => {
+            let bin = args.compare.clone().unwrap_or_default();
+            let ec1 = process::ec1_binary(args.ec1.as_deref())?;
+            let (la, lb) = ("ec1 --api-sock".to_string(), label_for(&bin, &ec1));
+            let n = args.runs.map_or(20, |n| n as usize);
+            let mut a = || api_compare::api_compare_run(&ec1);
+            let mut b = || api_compare::api_compare_run(&bin);
+            let (ra, rb) = alternate(progress, (&la, &mut a), (&lb, &mut b), w, n)?;
+            notes.push(format!(
+                "one fresh process per run; latencies: median of {} requests on one keep-alive connection; requests/s and CPU: {} clients sending GET / for 0.3 s",
+                api_compare::LATENCY_SAMPLES,
+                api_compare::CLIENTS
+            ));
+            vec![
+                VariantReport::from_runs(&la, ra)?,
+                VariantReport::from_runs(&lb, rb)?,
+            ]
+        }
         Scenario::Api => {
             let ec1 = process::ec1_binary(args.ec1.as_deref())?;
             let (runs, up) = api::api_runs(&ec1, progress, w, n)?;
@@ -161,7 +181,7 @@ fn measure(
     };
     Ok((
         variants,
-        matches!(args.scenario, Scenario::Cold) && (args.baseline_qemu || args.compare.is_some()),
+        (matches!(args.scenario, Scenario::Cold) && args.baseline_qemu) || args.compare.is_some(),
         notes,
     ))
 }

@@ -86,6 +86,11 @@ impl VmmProcess {
         })
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn api_socket(&self) -> PathBuf {
         self.dir.path().join("api.sock")
     }

@@ -1,6 +1,7 @@
 //! The scenarios `ec1 bench` measures, one per file.
 
 pub mod api;
+pub mod api_compare;
 pub mod cold;
 pub mod density;
 pub mod exec;
