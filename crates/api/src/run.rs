@@ -232,8 +232,10 @@ pub fn run(opts: RunOptions) -> Result<i32, ApiError> {
     for note in &opts.startup_notes {
         log::warn!("{note}");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread drives the API (as Firecracker's one API thread does): requests are
+    // parsed here and run on the blocking pool, so a slow engine call never holds the
+    // socket. Worker threads bought nothing but start-up time (see docs/performance.md).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .thread_name("fc_api")
         .enable_all()
         .build()
