@@ -45,11 +45,24 @@ fn variant_table(out: &mut String, v: &VariantReport, warmup: usize) {
     );
     for m in &v.metrics {
         let s = &m.stats;
-        let _ = writeln!(
-            out,
-            "  {:<NAME_WIDTH$} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {}",
-            m.name, s.median, s.p90, s.min, s.max, m.unit
-        );
+        let _ = if m.unit == "ms" {
+            // Durations read best as durations (µs where they are small).
+            writeln!(
+                out,
+                "  {:<NAME_WIDTH$} {:>10} {:>10} {:>10} {:>10}",
+                m.name,
+                duration_ms(s.median),
+                duration_ms(s.p90),
+                duration_ms(s.min),
+                duration_ms(s.max)
+            )
+        } else {
+            writeln!(
+                out,
+                "  {:<NAME_WIDTH$} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {}",
+                m.name, s.median, s.p90, s.min, s.max, m.unit
+            )
+        };
     }
     if let Some(b) = &v.bottleneck {
         let _ = writeln!(out, "  {}", b.sentence);
