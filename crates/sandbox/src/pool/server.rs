@@ -126,6 +126,8 @@ struct Shared {
     /// The last claim handed out (or the start).
     last_claim: Mutex<Instant>,
     started: Instant,
+    /// Members being made now (counted under `ready`'s lock).
+    building: AtomicUsize,
 }
 
 impl Shared {
@@ -137,6 +139,7 @@ impl Shared {
             claimed: AtomicUsize::new(0),
             last_claim: Mutex::new(Instant::now()),
             started: Instant::now(),
+            building: AtomicUsize::new(0),
         }
     }
 
@@ -237,7 +240,17 @@ fn warm_up(client: &Client) -> Result<(), ec1_client::Error> {
     Ok(())
 }
 
-/// Keeps `size` members ready until `stop`.
+/// Filler threads: one per core, as making a member is a restore plus a warm-up, CPU
+/// bound (2 fillers on this 2-core machine fill twice as fast as one); at most 4.
+fn fillers(size: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+        .min(size)
+        .max(1)
+}
+
+/// Keeps `size` members ready (with the other fillers) until `stop`.
 fn fill(
     opts: &SandboxOptions,
     cache: &TemplateCache,
@@ -249,16 +262,22 @@ fn fill(
     let size = config.size;
     while !stop.load(Ordering::SeqCst) {
         let quiet = REFILL_QUIET.saturating_sub(shared.since_last_claim());
-        let full = shared.ready().len() >= size;
+        let g = shared.ready();
+        let full = g.len() + shared.building.load(Ordering::SeqCst) >= size;
         if full || !quiet.is_zero() {
-            let g = shared.ready();
             let wait = if full { TICK } else { quiet };
             let _ = shared.changed.wait_timeout(g, wait);
             continue;
         }
-        match make_member(opts, cache, key, config.warm) {
-            Ok(m) => shared.ready().push_back(m),
+        shared.building.fetch_add(1, Ordering::SeqCst);
+        drop(g);
+        let made = make_member(opts, cache, key, config.warm);
+        let mut g = shared.ready();
+        shared.building.fetch_sub(1, Ordering::SeqCst);
+        match made {
+            Ok(m) => g.push_back(m),
             Err(e) => {
+                drop(g);
                 log::warn!("the pool could not make a clone: {e}");
                 std::thread::sleep(RETRY_AFTER);
             }
@@ -450,7 +469,8 @@ pub fn serve(
         .set_nonblocking(true)
         .map_err(io("making the pool's socket non-blocking"))?;
     let shared = Arc::new(Shared::new());
-    let filler = {
+    let mut filler_threads = Vec::new();
+    for _ in 0..fillers(config.size) {
         let (opts, cache, key, shared, stop) = (
             opts.clone(),
             cache.clone(),
@@ -458,11 +478,20 @@ pub fn serve(
             shared.clone(),
             stop.clone(),
         );
-        std::thread::Builder::new()
+        let t = std::thread::Builder::new()
             .name("ec1-pool-fill".into())
-            .spawn(move || fill(&opts, &cache, &key, &config, &shared, &stop))
-            .map_err(io("starting the pool's filler"))?
-    };
+            .spawn(move || fill(&opts, &cache, &key, &config, &shared, &stop));
+        match t {
+            Ok(t) => filler_threads.push(t),
+            Err(e) if !filler_threads.is_empty() => {
+                log::warn!("the pool runs with fewer fillers: {e}")
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&socket);
+                return Err(io("starting the pool's filler")(e));
+            }
+        }
+    }
     ready(&PoolInfo {
         socket: socket.clone(),
         key: key.clone(),
@@ -520,7 +549,9 @@ pub fn serve(
         let _ = t.join();
     }
     shared.changed.notify_all();
-    let _ = filler.join();
+    for t in filler_threads {
+        let _ = t.join();
+    }
     shared.ready().clear();
     drop(lock);
     Ok(why)
@@ -621,6 +652,13 @@ mod tests {
         r.unwrap();
         assert_eq!(answer, STOPPING);
         assert!(stop.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn fillers_follow_the_cores_and_the_size() {
+        assert_eq!(fillers(1), 1);
+        let n = fillers(100);
+        assert!((1..=4).contains(&n), "{n}");
     }
 
     #[test]
