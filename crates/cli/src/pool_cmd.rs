@@ -31,7 +31,8 @@ pub fn run(args: &PoolArgs) -> i32 {
 fn serve(args: &PoolArgs, cache: &TemplateCache) -> Result<(), SandboxError> {
     let opts = sandbox_options(&args.machine);
     // Before any thread starts, so that the signal thread alone takes them.
-    let signals = Blocked::block(&[libc::SIGINT, libc::SIGTERM]).map_err(io("blocking signals"))?;
+    let signals = Blocked::block(&[libc::SIGINT, libc::SIGTERM])
+        .map_err(SandboxError::io("blocking signals"))?;
     let Some(lock) = pool::lock(&opts, cache)? else {
         if args.background {
             // Another `ec1 run` started it first: nothing to do.
@@ -55,7 +56,7 @@ fn serve(args: &PoolArgs, cache: &TemplateCache) -> Result<(), SandboxError> {
                 eprintln!("ec1 pool: stopping (signal {sig})");
                 stop.store(true, Ordering::SeqCst);
             })
-            .map_err(io("starting the signal thread"))?;
+            .map_err(SandboxError::io("starting the signal thread"))?;
     }
     let config = PoolConfig {
         size: args.size as usize,
@@ -78,19 +79,15 @@ fn serve(args: &PoolArgs, cache: &TemplateCache) -> Result<(), SandboxError> {
 /// pool has no terminal.
 fn log_to(path: &std::path::Path) -> Result<(), SandboxError> {
     use std::os::fd::AsRawFd;
-    let f = std::fs::File::create(path).map_err(io(format!("creating {}", path.display())))?;
+    let f = std::fs::File::create(path)
+        .map_err(SandboxError::io(format!("creating {}", path.display())))?;
     // SAFETY: dup2 onto the standard error descriptor; `f` is a valid open file.
     if unsafe { libc::dup2(f.as_raw_fd(), libc::STDERR_FILENO) } < 0 {
-        return Err(io("redirecting stderr to the pool's log")(
+        return Err(SandboxError::io("redirecting stderr to the pool's log")(
             std::io::Error::last_os_error(),
         ));
     }
     Ok(())
-}
-
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
-    let context = context.into();
-    move |source| SandboxError::Io { context, source }
 }
 
 /// `ec1 pool ls|stop`, printing to `out`.
@@ -99,7 +96,7 @@ pub(crate) fn act(
     action: &PoolAction,
     out: &mut dyn Write,
 ) -> Result<(), SandboxError> {
-    let w = |e| io("writing to stdout")(e);
+    let w = |e| SandboxError::io("writing to stdout")(e);
     let (live, dead) = pool::list(cache);
     match action {
         PoolAction::Ls => {
@@ -124,7 +121,7 @@ pub(crate) fn act(
             }
             for s in chosen {
                 let socket = pool::socket_path(cache.root(), &s.key);
-                pool::ask(&socket, Request::Stop).map_err(io(format!(
+                pool::ask(&socket, Request::Stop).map_err(SandboxError::io(format!(
                     "asking the pool on {} to stop",
                     socket.display()
                 )))?;

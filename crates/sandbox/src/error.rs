@@ -38,6 +38,14 @@ pub enum SandboxError {
     NoPool { key: String },
 }
 
+impl SandboxError {
+    /// Wraps an I/O error with what was being done: `.map_err(SandboxError::io("..."))`.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
+        let context = context.into();
+        move |source| SandboxError::Io { context, source }
+    }
+}
+
 fn console_suffix(console: &str) -> String {
     if console.trim().is_empty() {
         String::new()

@@ -49,10 +49,7 @@ fn try_claim(
     key: &str,
     t0: Instant,
 ) -> Result<Claim, SandboxError> {
-    let io = |context: &str| {
-        let context = context.to_string();
-        move |source| SandboxError::Io { context, source }
-    };
+    let io = SandboxError::io;
     let lookup = t0.elapsed();
     let t1 = Instant::now();
     let mut conn = match UnixStream::connect(socket) {

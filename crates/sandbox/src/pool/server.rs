@@ -46,11 +46,6 @@ pub const REFILL_QUIET: Duration = Duration::from_millis(300);
 /// socket and template still exist.
 const TICK: Duration = Duration::from_millis(200);
 
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
-    let context = context.into();
-    move |source| SandboxError::Io { context, source }
-}
-
 /// How a pool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -93,11 +88,13 @@ pub fn lock(
         return Err(SandboxError::Options(format!("no pool: {why}")));
     }
     let (key, _, _) = key_of(opts, cache)?;
-    std::fs::create_dir_all(cache.root())
-        .map_err(io(format!("creating {}", cache.root().display())))?;
+    std::fs::create_dir_all(cache.root()).map_err(SandboxError::io(format!(
+        "creating {}",
+        cache.root().display()
+    )))?;
     let path = lock_path(cache.root(), &key);
-    let Some(lock) =
-        FileLock::try_exclusive(&path).map_err(io(format!("locking {}", path.display())))?
+    let Some(lock) = FileLock::try_exclusive(&path)
+        .map_err(SandboxError::io(format!("locking {}", path.display())))?
     else {
         return Ok(None);
     };
@@ -294,18 +291,18 @@ fn serve_conn(
     stop: &AtomicBool,
 ) -> Result<(), SandboxError> {
     conn.set_read_timeout(Some(REQUEST_TIMEOUT))
-        .map_err(io("setting a timeout"))?;
+        .map_err(SandboxError::io("setting a timeout"))?;
     let mut reader = BufReader::new(&conn);
     let mut line = String::new();
     // Requests are a word: a longer line is not one (and is not kept whole).
     (&mut reader)
         .take(64)
         .read_line(&mut line)
-        .map_err(io("reading a request"))?;
+        .map_err(SandboxError::io("reading a request"))?;
     let mut w = &conn;
     let answer = |w: &mut &UnixStream, text: &str| {
         w.write_all(text.as_bytes())
-            .map_err(io("answering a request"))
+            .map_err(SandboxError::io("answering a request"))
     };
     match Request::parse(&line) {
         Some(Request::Claim) => {}
@@ -339,11 +336,11 @@ fn serve_conn(
     }
     .line();
     ec1_client::send_with_fd(&conn, answer_line.as_bytes(), agent.as_raw_fd())
-        .map_err(io("answering a claim"))?;
+        .map_err(SandboxError::io("answering a claim"))?;
     drop(agent);
     // The claim lasts until the claimant closes the connection (or dies).
     conn.set_read_timeout(None)
-        .map_err(io("clearing a timeout"))?;
+        .map_err(SandboxError::io("clearing a timeout"))?;
     let mut sink = [0u8; 64];
     while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
     sb.shutdown()?;
@@ -463,11 +460,13 @@ pub fn serve(
     let socket = socket_path(cache.root(), &key);
     // A socket left by a killed pool: the lock says nobody serves it.
     let _ = std::fs::remove_file(&socket);
-    let listener = ec1_client::bind_private(&socket)
-        .map_err(io(format!("listening on {}", socket.display())))?;
+    let listener = ec1_client::bind_private(&socket).map_err(SandboxError::io(format!(
+        "listening on {}",
+        socket.display()
+    )))?;
     listener
         .set_nonblocking(true)
-        .map_err(io("making the pool's socket non-blocking"))?;
+        .map_err(SandboxError::io("making the pool's socket non-blocking"))?;
     let shared = Arc::new(Shared::new());
     let mut filler_threads = Vec::new();
     for _ in 0..fillers(config.size) {
@@ -488,7 +487,7 @@ pub fn serve(
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&socket);
-                return Err(io("starting the pool's filler")(e));
+                return Err(SandboxError::io("starting the pool's filler")(e));
             }
         }
     }

@@ -25,11 +25,6 @@ pub const META_FILE: &str = "meta.json";
 const BUILD_PREFIX: &str = ".build-";
 const LOCK_PREFIX: &str = ".lock-";
 
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
-    let context = context.into();
-    move |source| SandboxError::Io { context, source }
-}
-
 /// What `meta.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TemplateMeta {
@@ -116,7 +111,7 @@ impl TemplateCache {
         let meta = match std::fs::metadata(&self.root) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io(format!("reading {}", self.root.display()))(e)),
+            Err(e) => return Err(SandboxError::io(format!("reading {}", self.root.display()))(e)),
         };
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
@@ -165,10 +160,12 @@ impl TemplateCache {
         if self.has(key) {
             return Ok(None);
         }
-        std::fs::create_dir_all(&self.root)
-            .map_err(io(format!("creating {}", self.root.display())))?;
+        std::fs::create_dir_all(&self.root).map_err(SandboxError::io(format!(
+            "creating {}",
+            self.root.display()
+        )))?;
         let _lock = FileLock::exclusive(&self.root.join(format!("{LOCK_PREFIX}{key}")))
-            .map_err(io("locking the template cache"))?;
+            .map_err(SandboxError::io("locking the template cache"))?;
         if self.has(key) {
             return Ok(None); // another process built it while we waited
         }
@@ -176,16 +173,19 @@ impl TemplateCache {
             .root
             .join(format!("{BUILD_PREFIX}{key}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+        std::fs::create_dir(&tmp)
+            .map_err(SandboxError::io(format!("creating {}", tmp.display())))?;
         let built = build(&tmp).and_then(|v| {
             let dir = self.dir(key);
             // Every file's data, then the directory's names, then the directory's own
             // name: a template directory that exists after a crash is whole.
-            sync_tree(&tmp).map_err(io(format!("syncing {}", tmp.display())))?;
+            sync_tree(&tmp).map_err(SandboxError::io(format!("syncing {}", tmp.display())))?;
             // A broken leftover (no state or memory file) would block the rename.
             let _ = std::fs::remove_dir_all(&dir);
-            ec1_engine::durable::rename_durably(&tmp, &dir)
-                .map_err(io(format!("moving the template into {}", dir.display())))?;
+            ec1_engine::durable::rename_durably(&tmp, &dir).map_err(SandboxError::io(format!(
+                "moving the template into {}",
+                dir.display()
+            )))?;
             Ok(v)
         });
         if built.is_err() {
@@ -201,7 +201,8 @@ impl TemplateCache {
             context: "encoding the template's meta.json".into(),
             source: std::io::Error::other(e),
         })?;
-        std::fs::write(dir.join(META_FILE), json).map_err(io("writing the template's meta.json"))
+        std::fs::write(dir.join(META_FILE), json)
+            .map_err(SandboxError::io("writing the template's meta.json"))
     }
 
     /// Every template, sorted by key.
@@ -209,7 +210,7 @@ impl TemplateCache {
         let rd = match std::fs::read_dir(&self.root) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(format!("listing {}", self.root.display()))(e)),
+            Err(e) => return Err(SandboxError::io(format!("listing {}", self.root.display()))(e)),
         };
         let mut out: Vec<TemplateInfo> = rd
             .flatten()
@@ -269,9 +270,11 @@ impl TemplateCache {
         let trash = self
             .root
             .join(format!(".trash-{key}-{}", std::process::id()));
-        std::fs::rename(&dir, &trash).map_err(io(format!("removing {}", dir.display())))?;
+        std::fs::rename(&dir, &trash)
+            .map_err(SandboxError::io(format!("removing {}", dir.display())))?;
         let _ = std::fs::remove_file(self.root.join(format!("{LOCK_PREFIX}{key}")));
-        std::fs::remove_dir_all(&trash).map_err(io(format!("removing {}", trash.display())))
+        std::fs::remove_dir_all(&trash)
+            .map_err(SandboxError::io(format!("removing {}", trash.display())))
     }
 
     /// Removes stale templates (an input changed: they can never be used again) and
